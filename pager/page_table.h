@@ -1,0 +1,102 @@
+// upager's own page table: one per region, a sparse multi-level radix tree
+// keyed by PageIndex, shaped like the kernel's pgd/pmd/pte hierarchy.
+//
+// Leaves hold 512 PageEntry values (4 KiB, like a PTE page); interior nodes
+// hold 512 child pointers; the root holds exactly as many pointers as the
+// region needs, so a reserved but untouched 1 TiB region costs one 8 KiB root
+// and nothing else. Nodes are allocated on first write and freed only when
+// the table is destroyed.
+//
+// Thread-safety: every method may be called concurrently from any thread.
+// Reads (Get) take no lock and allocate nothing: a child pointer is published
+// with a release CAS and read with acquire loads, and an entry is a single
+// atomic word, so a reader sees either the old or the new entry, never a torn
+// one. Get is async-signal-safe. Writers race only through CompareExchange;
+// a caller that needs "claim then fill" uses CAS to move a page into
+// PageState::kFilling first (see runtime/fault_service.cc).
+#ifndef UPAGER_PAGER_PAGE_TABLE_H_
+#define UPAGER_PAGER_PAGE_TABLE_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "pager/page_entry.h"
+#include "pager/page_index.h"
+
+namespace upager::internal {
+
+class PageTable {
+ public:
+  static constexpr int kBitsPerLevel = 9;
+  static constexpr uint64_t kFanout = 1u << kBitsPerLevel;  // 512
+  // 4 levels of 9 bits cover 2^36 pages (256 TiB of 4 KiB pages).
+  static constexpr uint64_t kMaxPages = 1ull << 36;
+
+  // A table for pages [0, page_count). Fails with InvalidArgument when
+  // page_count is 0 or above kMaxPages, ResourceExhausted when the root
+  // cannot be allocated.
+  static absl::Status Validate(uint64_t page_count);
+  // Precondition: Validate(page_count).ok().
+  explicit PageTable(uint64_t page_count);
+  ~PageTable();
+  PageTable(const PageTable&) = delete;
+  PageTable& operator=(const PageTable&) = delete;
+
+  uint64_t page_count() const { return page_count_; }
+  int levels() const { return levels_; }
+
+  // Lock-free, allocation-free read. Pages never written read as kAbsent.
+  // Precondition: page < page_count().
+  PageEntry Get(PageIndex page) const;
+
+  // Stores `e`. Returns false only if a node could not be allocated
+  // (the entry is then unchanged).
+  [[nodiscard]] bool Set(PageIndex page, PageEntry e);
+
+  // Atomically replaces `*expected` by `desired` if the entry equals
+  // `*expected`; otherwise loads the current entry into `*expected` and
+  // returns false. Also returns false (leaving *expected untouched) if a
+  // node could not be allocated; `alloc_failed` (optional) tells which.
+  [[nodiscard]] bool CompareExchange(PageIndex page, PageEntry* expected,
+                                     PageEntry desired,
+                                     bool* alloc_failed = nullptr);
+
+  // Sets every entry of [first, first + count) to `e`, skipping subtrees
+  // that do not exist yet when `e` is kAbsent with no flags (they already
+  // read as absent). Returns false on allocation failure.
+  [[nodiscard]] bool SetRange(PageIndex first, uint64_t count, PageEntry e);
+
+  // Calls fn(PageIndex, PageEntry) for every allocated entry that is not
+  // raw 0, in page order. fn must not call Set/SetRange/CompareExchange on
+  // this table (reads are fine). Concurrent writers may or may not be seen.
+  void ForEachNonAbsent(
+      absl::FunctionRef<void(PageIndex, PageEntry)> fn) const;
+
+  // Bytes of metadata this table holds right now (nodes + root).
+  size_t MetadataBytes() const {
+    return metadata_bytes_.load(std::memory_order_relaxed);
+  }
+
+  // Checks structural invariants: node depth, no entry beyond page_count()
+  // holding a non-zero value, reserved bits zero, kFilling absent (call with
+  // no fill in flight), metadata accounting matches the allocated nodes.
+  // Returns the first violation found.
+  absl::Status CheckInvariants() const;
+
+ private:
+  struct Node;  // interior: 512 atomic child pointers; leaf: 512 entries
+  // ... implementation-defined members ...
+  std::atomic<uint64_t>* LeafSlot(PageIndex page, bool allocate) const;
+
+  const uint64_t page_count_;
+  int levels_ = 1;  // 1 = the root is a single leaf
+  std::atomic<size_t> metadata_bytes_{0};
+  void* root_ = nullptr;  // see page_table.cc
+};
+
+}  // namespace upager::internal
+
+#endif  // UPAGER_PAGER_PAGE_TABLE_H_
