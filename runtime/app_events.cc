@@ -1,0 +1,72 @@
+// Address-space events the application causes on a region: madvise
+// (REMOVE), munmap (UNMAP), mremap (REMAP). Each keeps the page table and
+// the address map true. See runtime/engine.h, SYNCHRONIZATION.
+//
+// Ordering: the kernel completes such an event (lets the application's
+// call continue) as soon as a service thread has *read* it, and only then
+// zaps the pages. A fill that was in flight can therefore land before the
+// zap and be dropped by it; the page table then says present while the
+// kernel has nothing, and the next touch takes a missing fault that
+// HandleMissing serves as a fresh zero page (what the application's
+// madvise/munmap promised). Fills that start after the event was read but
+// before it is handled here see the old layout; for REMOVE that is the
+// same zero content, for UNMAP the fill fails with ENOENT.
+#include <vector>
+
+#include "runtime/engine.h"
+
+namespace upager::internal {
+
+void Engine::DropPages(RegionCore* core, PageIndex first, uint64_t count) {
+  PageTable& table = core->table;
+  const uint64_t end = std::min<uint64_t>(first.value() + count, core->pages);
+  for (PageIndex p = first; p.value() < end; ++p) {
+    PageEntry cur = table.Get(p);
+    while (cur.raw() != 0 && cur.state() != PageState::kFilling) {
+      if (table.CompareExchange(p, &cur, PageEntry())) {
+        if (cur.state() == PageState::kResident) {
+          core->resident.fetch_sub(1, std::memory_order_relaxed);
+        } else if (cur.state() == PageState::kZero) {
+          core->zero_mapped.fetch_sub(1, std::memory_order_relaxed);
+        }
+        break;
+      }
+    }
+  }
+}
+
+void Engine::HandleRemove(uintptr_t start, uintptr_t end) {
+  counters_.events_remove.Add();
+  absl::ReaderMutexLock lock(&map_mu_);
+  for (uintptr_t a = start; a < end;) {
+    const auto iv = map_.Find(a);
+    if (!iv.has_value()) {
+      a += page_size_;  // a hole (foreign memory); keep scanning
+      continue;
+    }
+    const uintptr_t stop = std::min<uintptr_t>(end, iv->end);
+    DropPages(iv->owner, iv->first_page + (a - iv->start) / page_size_,
+              (stop - a) / page_size_);
+    a = stop;
+  }
+}
+
+void Engine::HandleUnmap(uintptr_t start, uintptr_t end) {
+  counters_.events_unmap.Add();
+  absl::MutexLock lock(&map_mu_);
+  for (const auto& iv : map_.Erase(start, end)) {
+    DropPages(iv.owner, iv.first_page, (iv.end - iv.start) / page_size_);
+  }
+}
+
+void Engine::HandleRemap(uintptr_t from, uintptr_t to, uint64_t len) {
+  counters_.events_remap.Add();
+  // The pages moved with their PTEs and the registration moved with the
+  // VMA; only the address -> region page translation changes. A grown tail
+  // (len is the old length) is not in the map and is served as foreign
+  // anonymous memory; a shrunk tail arrives as its own UNMAP.
+  absl::MutexLock lock(&map_mu_);
+  map_.Move(from, to, len);
+}
+
+}  // namespace upager::internal

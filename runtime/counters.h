@@ -1,0 +1,46 @@
+// The runtime's internal counters, bumped on the fault path and read by
+// Runtime::stats(). Relaxed atomics: each counter is exact, but a Stats
+// snapshot is not a single instant across counters.
+#ifndef UPAGER_RUNTIME_COUNTERS_H_
+#define UPAGER_RUNTIME_COUNTERS_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "pager/latency_histogram.h"
+
+namespace upager::internal {
+
+struct Counter {
+  std::atomic<uint64_t> v{0};
+  void Add(uint64_t n = 1) { v.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t Get() const { return v.load(std::memory_order_relaxed); }
+};
+
+struct Counters {
+  Counter faults_missing_read;
+  Counter faults_missing_write;
+  Counter faults_write_protect;
+  Counter faults_minor;
+  Counter faults_foreign;
+  Counter faults_stale;
+  Counter pages_zero_filled;
+  Counter pages_zero_mapped;
+  Counter pages_fault_around;
+  Counter fill_exists;
+  Counter fill_retries;
+  Counter fill_gone;
+  Counter events_remove;
+  Counter events_unmap;
+  Counter events_remap;
+  Counter events_unknown;
+  Counter reads;
+  Counter events_read;
+  Counter errors;
+  Counter threads_poisoned;
+  LatencyHistogram fault_latency;
+};
+
+}  // namespace upager::internal
+
+#endif  // UPAGER_RUNTIME_COUNTERS_H_

@@ -1,0 +1,400 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/os/memory.h"
+#include "runtime/os/wakeup.h"
+#include "upager/status_macros.h"
+
+namespace upager::internal {
+namespace {
+
+std::vector<os::UffdOpenPath> OpenPaths(UffdOpenMode mode) {
+  switch (mode) {
+    case UffdOpenMode::kSyscall:
+      return {os::UffdOpenPath::kSyscall};
+    case UffdOpenMode::kDevice:
+      return {os::UffdOpenPath::kDevice};
+    case UffdOpenMode::kUserModeOnly:
+      return {os::UffdOpenPath::kSyscallUserModeOnly};
+    case UffdOpenMode::kAuto:
+      break;
+  }
+  return {os::UffdOpenPath::kSyscall, os::UffdOpenPath::kDevice,
+          os::UffdOpenPath::kSyscallUserModeOnly};
+}
+
+}  // namespace
+
+uint64_t Engine::WantedFeatures() {
+  namespace f = os::uffd_feature;
+  // EVENT_FORK is deliberately not requested: a fork() child then gets a
+  // plain private copy of every region (see README, "fork()"). SIGBUS and
+  // WP_ASYNC change fault semantics for the whole descriptor and are only
+  // for the modes that use them.
+  return f::kEventRemove | f::kEventUnmap | f::kEventRemap | f::kThreadId |
+         f::kPagefaultFlagWp | f::kWpUnpopulated | f::kPoison | f::kMove;
+}
+
+absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
+  if (o.service_threads < 1 ||
+      o.service_threads > RuntimeOptions::kMaxServiceThreads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.service_threads = ", o.service_threads,
+        " is outside [1, ", RuntimeOptions::kMaxServiceThreads, "]"));
+  }
+  if (o.fault_around_pages < 1 ||
+      o.fault_around_pages > RuntimeOptions::kMaxFaultAroundPages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.fault_around_pages = ", o.fault_around_pages,
+        " is outside [1, ", RuntimeOptions::kMaxFaultAroundPages,
+        "] (1 turns fault-around off)"));
+  }
+  if (o.max_events_per_read < 1 || o.max_events_per_read > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RuntimeOptions.max_events_per_read = ",
+                     o.max_events_per_read, " is outside [1, 64]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd) {
+  UPAGER_RETURN_IF_ERROR(ValidateOptions(options));
+  if (uffd == nullptr) {
+    os::UffdOpenOptions open;
+    open.paths = OpenPaths(options.uffd_open);
+    open.wanted_features = WantedFeatures();
+    UPAGER_ASSIGN_OR_RETURN(uffd, os::OpenUffd(open));
+  }
+  // UFFDIO_COPY reads its source with copy_from_user; an untouched
+  // read-only anonymous mapping reads as zeros and costs no memory.
+  UPAGER_ASSIGN_OR_RETURN(
+      void* zero, os::MapAnonymous(RuntimeOptions::kMaxFaultAroundPages *
+                                       os::PageSize(),
+                                   os::Protection::kRead));
+  std::unique_ptr<Engine> e(new Engine(options, std::move(uffd), zero));
+  auto service = FaultService::Start(e->uffd_.get(), e.get(),
+                                     options.service_threads,
+                                     options.max_events_per_read);
+  if (!service.ok()) return service.status();
+  e->service_ = std::move(*service);
+  return e;
+}
+
+Engine::Engine(const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd,
+               void* zero_source)
+    : options_(options),
+      page_size_(os::PageSize()),
+      owner_pid_(os::CurrentProcessId()),
+      uffd_(std::move(uffd)),
+      zero_source_(zero_source),
+      map_(page_size_) {}
+
+bool Engine::InForkChild() const {
+  return os::CurrentProcessId() != owner_pid_;
+}
+
+Engine::~Engine() {
+  const bool child = InForkChild();
+  if (service_ != nullptr) {
+    if (child) {
+      service_->AbandonAfterFork();
+    } else {
+      service_->Stop();
+    }
+  }
+  absl::MutexLock lock(&map_mu_);
+  for (auto& [region, core] : regions_) {
+    for (const auto& iv : map_.IntervalsOf(core.get())) {
+      // In a fork child the descriptor still names the parent's context:
+      // an ioctl here would unregister the parent's ranges. The child's
+      // copies are plain memory already.
+      if (!child) {
+        // Wakes any thread blocked in a fault here; the kernel then serves
+        // it as ordinary anonymous memory.
+        (void)uffd_->Unregister(iv.start, iv.end - iv.start);
+      }
+      if (options_.unmap_regions_on_destroy) {
+        (void)os::Unmap(reinterpret_cast<void*>(iv.start), iv.end - iv.start);
+      }
+    }
+    delete region;
+  }
+  regions_.clear();
+  (void)os::Unmap(zero_source_,
+                  RuntimeOptions::kMaxFaultAroundPages * page_size_);
+}
+
+absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
+  if (InForkChild()) {
+    return absl::FailedPreconditionError(
+        "Runtime::Map called in a fork() child; a Runtime serves only the "
+        "process that created it");
+  }
+  if (o.size == 0 || o.size % page_size_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RegionOptions.size = ", o.size, " for region '", o.name,
+        "' is not a non-zero multiple of the page size ", page_size_));
+  }
+  const uint64_t pages = o.size / page_size_;
+  if (absl::Status s = PageTable::Validate(pages); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RegionOptions.size = ", o.size, " for region '", o.name,
+        "': ", s.message()));
+  }
+  const auto fixed = reinterpret_cast<uintptr_t>(o.fixed_address);
+  if (fixed % page_size_ != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "RegionOptions.fixed_address = %#x for region '%s' is not aligned to "
+        "the page size %d",
+        fixed, o.name, page_size_));
+  }
+  const uint32_t fault_around =
+      o.fault_around_pages.value_or(options_.fault_around_pages);
+  if (fault_around < 1 || fault_around > RuntimeOptions::kMaxFaultAroundPages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RegionOptions.fault_around_pages = ", fault_around, " for region '",
+        o.name, "' is outside [1, ", RuntimeOptions::kMaxFaultAroundPages, "]"));
+  }
+  absl::StatusOr<void*> mapped =
+      os::MapAnonymous(o.size, os::Protection::kReadWrite, o.fixed_address);
+  if (!mapped.ok()) {
+    if (absl::IsAlreadyExists(mapped.status())) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "RegionOptions.fixed_address = %#x (size %#x) for region '%s' "
+          "overlaps %s",
+          fixed, o.size, o.name, DescribeOccupant(fixed, o.size)));
+    }
+    return mapped.status();
+  }
+  void* const mem = *mapped;
+  const auto base = reinterpret_cast<uintptr_t>(mem);
+  auto fail = [&](absl::Status s) {
+    (void)os::Unmap(mem, o.size);
+    return absl::Status(s.code(),
+                        absl::StrCat("mapping region '", o.name, "': ",
+                                     s.message()));
+  };
+  // uffd-registered anonymous memory is served page by page; keeping THP
+  // off makes the kernel's view and the page table agree on page size.
+  if (absl::Status s = os::AdviseNoHugePage(mem, o.size); !s.ok()) {
+    return fail(s);
+  }
+  if (absl::Status s = uffd_->Register(base, o.size, os::kRegisterMissing);
+      !s.ok()) {
+    return fail(s);
+  }
+  auto core = std::make_unique<RegionCore>(base, o.size, page_size_,
+                                           fault_around);
+  auto* region = new Region(static_cast<std::byte*>(mem), o.size, page_size_,
+                            o.name, core.get());
+  core->region = region;
+  RegionCore* raw = core.get();
+  for (int attempt = 0;; ++attempt) {
+    {
+      absl::MutexLock lock(&map_mu_);
+      if (attempt > 0) {
+        // Still there after quiescence: the stale interval is certainly
+        // dead; drop it.
+        for (const auto& iv : map_.Erase(base, base + o.size)) {
+          DropPages(iv.owner, iv.first_page, (iv.end - iv.start) / page_size_);
+        }
+      }
+      if (map_.Insert(base, base + o.size, PageIndex(0), raw).ok()) {
+        regions_.emplace(region, std::move(core));
+        return region;
+      }
+    }
+    // The kernel just gave us this range, so whatever the map still holds
+    // there was munmapped by the application and its UNMAP event is read
+    // but not yet handled. Let the service threads finish, then retry.
+    service_->WaitForQuiescence();
+  }
+}
+
+std::string Engine::DescribeOccupant(uintptr_t start, uint64_t size) const {
+  absl::ReaderMutexLock lock(&map_mu_);
+  for (uintptr_t a : {start, start + size - page_size_}) {
+    if (auto iv = map_.Find(a); iv.has_value()) {
+      return absl::StrFormat("region '%s' at [%#x, %#x)",
+                             iv->owner->region->name(), iv->start, iv->end);
+    }
+  }
+  return "an existing mapping";
+}
+
+absl::Status Engine::Unmap(Region* region) {
+  if (InForkChild()) {
+    return absl::FailedPreconditionError(
+        "Runtime::Unmap called in a fork() child; a Runtime serves only the "
+        "process that created it");
+  }
+  std::unique_ptr<RegionCore> core;
+  std::vector<AddressMap<RegionCore*>::Interval> intervals;
+  {
+    absl::MutexLock lock(&map_mu_);
+    auto it = regions_.find(region);
+    if (it == regions_.end()) {
+      return absl::NotFoundError(absl::StrFormat(
+          "Runtime::Unmap: %p is not a live region of this runtime", region));
+    }
+    core = std::move(it->second);
+    regions_.erase(it);
+    intervals = map_.EraseOwner(core.get());
+  }
+  absl::Status result;
+  for (const auto& iv : intervals) {
+    // Unregister before munmap: munmap of a registered range would wait for
+    // its UNMAP event to be read, and a fill racing with us now fails with
+    // ENOENT instead of landing in memory a later mmap may reuse.
+    if (absl::Status s = uffd_->Unregister(iv.start, iv.end - iv.start);
+        !s.ok() && result.ok()) {
+      result = s;
+    }
+  }
+  service_->WaitForQuiescence();
+  for (const auto& iv : intervals) {
+    if (absl::Status s =
+            os::Unmap(reinterpret_cast<void*>(iv.start), iv.end - iv.start);
+        !s.ok() && result.ok()) {
+      result = s;
+    }
+  }
+  delete region;
+  return result;
+}
+
+Region* Engine::FindRegion(const void* addr) const {
+  absl::ReaderMutexLock lock(&map_mu_);
+  const auto iv = map_.Find(reinterpret_cast<uintptr_t>(addr));
+  return iv.has_value() ? iv->owner->region : nullptr;
+}
+
+bool Engine::Resolve(uintptr_t addr, Target* t) const {
+  absl::ReaderMutexLock lock(&map_mu_);
+  const auto iv = map_.Find(addr);
+  if (!iv.has_value()) return false;
+  t->core = iv->owner;
+  t->page = iv->first_page + (addr - iv->start) / page_size_;
+  t->page_limit = iv->first_page.value() + (iv->end - iv->start) / page_size_;
+  t->page_addr = addr;
+  return true;
+}
+
+void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
+                   std::vector<os::UffdEvent>* deferred) {
+  if (!fresh.empty()) {
+    counters_.reads.Add();
+    counters_.events_read.Add(fresh.size());
+  }
+  // Address-space events first: a fault in the same batch is then resolved
+  // against the layout the application already sees (a fault on a range
+  // that was just removed is served as a fresh zero page, which is what
+  // the application's madvise promised).
+  for (const os::UffdEvent& e : fresh) {
+    switch (e.kind) {
+      case os::UffdEvent::Kind::kPageFault:
+        break;
+      case os::UffdEvent::Kind::kRemove:
+        HandleRemove(e.address, e.arg2);
+        break;
+      case os::UffdEvent::Kind::kUnmap:
+        HandleUnmap(e.address, e.arg2);
+        break;
+      case os::UffdEvent::Kind::kRemap:
+        HandleRemap(e.address, e.arg2, e.arg3);
+        break;
+      case os::UffdEvent::Kind::kFork:
+        // Not requested (see WantedFeatures); never keep a child's context.
+        os::CloseFd(static_cast<int>(e.address));
+        counters_.events_unknown.Add();
+        break;
+      case os::UffdEvent::Kind::kUnknown:
+        counters_.events_unknown.Add();
+        break;
+    }
+  }
+  std::vector<os::UffdEvent> retry;
+  retry.swap(*deferred);
+  for (const os::UffdEvent& e : fresh) {
+    if (e.kind != os::UffdEvent::Kind::kPageFault) continue;
+    if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
+      deferred->push_back(e);
+    }
+  }
+  for (const os::UffdEvent& e : retry) {
+    if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
+      deferred->push_back(e);
+    }
+  }
+}
+
+void Engine::OnServiceError(absl::Status status) { RecordError(status); }
+
+void Engine::RecordError(const absl::Status& s) {
+  counters_.errors.Add();
+  absl::MutexLock lock(&error_mu_);
+  if (first_error_.ok()) first_error_ = s;
+}
+
+absl::Status Engine::status() const {
+  absl::MutexLock lock(&error_mu_);
+  return first_error_;
+}
+
+Stats Engine::stats() const {
+  Stats s;
+  s.uffd_mode = uffd_->user_mode_only() ? "user-mode-only" : "full";
+  s.uffd_open_path = os::UffdOpenPathName(uffd_->path());
+  s.kernel_faults_served = !uffd_->user_mode_only();
+  s.uffd_features = uffd_->features();
+  s.uffd_feature_names = os::UffdFeatureNames(uffd_->features());
+  s.service_threads = service_ != nullptr ? service_->threads() : 0;
+  const Counters& c = counters_;
+  s.faults_missing_read = c.faults_missing_read.Get();
+  s.faults_missing_write = c.faults_missing_write.Get();
+  s.faults_write_protect = c.faults_write_protect.Get();
+  s.faults_minor = c.faults_minor.Get();
+  s.faults_foreign = c.faults_foreign.Get();
+  s.faults_stale = c.faults_stale.Get();
+  s.pages_zero_filled = c.pages_zero_filled.Get();
+  s.pages_zero_mapped = c.pages_zero_mapped.Get();
+  s.pages_fault_around = c.pages_fault_around.Get();
+  s.fill_exists = c.fill_exists.Get();
+  s.fill_retries = c.fill_retries.Get();
+  s.fill_gone = c.fill_gone.Get();
+  s.events_remove = c.events_remove.Get();
+  s.events_unmap = c.events_unmap.Get();
+  s.events_remap = c.events_remap.Get();
+  s.events_unknown = c.events_unknown.Get();
+  s.reads = c.reads.Get();
+  s.events_read = c.events_read.Get();
+  s.errors = c.errors.Get();
+  s.threads_poisoned = c.threads_poisoned.Get();
+  {
+    absl::ReaderMutexLock lock(&map_mu_);
+    s.regions = regions_.size();
+    for (const auto& [region, core] : regions_) {
+      s.reserved_bytes += core->size;
+      s.resident_pages += static_cast<uint64_t>(
+          std::max<int64_t>(0, core->resident.load(std::memory_order_relaxed)));
+      s.zero_mapped_pages += static_cast<uint64_t>(std::max<int64_t>(
+          0, core->zero_mapped.load(std::memory_order_relaxed)));
+      s.metadata_bytes += core->table.MetadataBytes();
+    }
+  }
+  const LatencySnapshot l = c.fault_latency.Summarize();
+  s.fault_latency = {l.count, l.p50_ns, l.p90_ns, l.p99_ns, l.max_ns,
+                     l.count ? static_cast<double>(l.sum_ns) / l.count : 0.0};
+  {
+    absl::MutexLock lock(&error_mu_);
+    if (!first_error_.ok()) s.first_error = first_error_.ToString();
+  }
+  return s;
+}
+
+}  // namespace upager::internal

@@ -1,0 +1,109 @@
+#include "runtime/fault_service.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "runtime/os/errno_status.h"
+
+namespace upager::internal {
+
+uint64_t MonotonicNanos() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+absl::StatusOr<std::unique_ptr<FaultService>> FaultService::Start(
+    os::Uffd* uffd, Handler* handler, int threads, uint32_t batch) {
+  auto stop = os::EventFd::Create();
+  if (!stop.ok()) return stop.status();
+  std::unique_ptr<FaultService> s(
+      new FaultService(uffd, handler, std::move(*stop), batch, threads));
+  for (int i = 0; i < threads; ++i) {
+    s->threads_.emplace_back([svc = s.get(), i] { svc->Loop(i); });
+  }
+  return s;
+}
+
+FaultService::FaultService(os::Uffd* uffd, Handler* handler, os::EventFd stop,
+                           uint32_t batch, int threads)
+    : uffd_(uffd),
+      handler_(handler),
+      stop_(std::move(stop)),
+      batch_(batch),
+      epochs_(new Epoch[threads]) {}
+
+FaultService::~FaultService() { Stop(); }
+
+void FaultService::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (const int err = stop_.Signal(); err != 0) {
+    handler_->OnServiceError(os::ErrnoToStatus(err, "eventfd write (stop)"));
+  }
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+void FaultService::AbandonAfterFork() {
+  stopped_ = true;
+  for (std::thread& t : threads_) t.detach();
+  threads_.clear();
+}
+
+void FaultService::WaitForQuiescence() const {
+  const size_t n = threads_.size();
+  std::vector<uint64_t> seen(n);
+  for (size_t i = 0; i < n; ++i) {
+    seen[i] = epochs_[i].value.load(std::memory_order_acquire);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if ((seen[i] & 1) == 0) continue;  // was idle: nothing to wait for
+    // Batches last microseconds; a short sleep keeps this off the CPU the
+    // service thread needs.
+    while (epochs_[i].value.load(std::memory_order_acquire) == seen[i]) {
+      absl::SleepFor(absl::Microseconds(20));
+    }
+  }
+}
+
+void FaultService::Loop(int index) {
+  std::vector<os::UffdEvent> batch(batch_);
+  std::vector<os::UffdEvent> deferred;
+  const int fds[2] = {uffd_->fd(), stop_.fd()};
+  std::atomic<uint64_t>& epoch = epochs_[index].value;
+  while (true) {
+    uint64_t ready = 0;
+    // With deferred faults, wake up soon even if nothing new arrives: the
+    // event that made the kernel answer EAGAIN may be read by another
+    // service thread.
+    const int timeout_ms = deferred.empty() ? -1 : 1;
+    if (const int err = os::PollReadable(fds, timeout_ms, &ready); err != 0) {
+      handler_->OnServiceError(os::ErrnoToStatus(err, "poll(userfaultfd)"));
+      absl::SleepFor(absl::Milliseconds(1));
+      continue;
+    }
+    if (ready & 2) break;
+    epoch.fetch_add(1, std::memory_order_acq_rel);  // odd: in a batch
+    size_t count = 0;
+    if (ready & 1) {
+      const os::ReadResult r = uffd_->ReadEvents(absl::MakeSpan(batch));
+      if (r.error != 0) {
+        handler_->OnServiceError(
+            os::ErrnoToStatus(r.error, "read(userfaultfd)"));
+      }
+      count = r.count;
+    }
+    if (count > 0 || !deferred.empty()) {
+      handler_->Serve(absl::MakeConstSpan(batch.data(), count),
+                      MonotonicNanos(), &deferred);
+    }
+    epoch.fetch_add(1, std::memory_order_acq_rel);  // even: idle
+  }
+}
+
+}  // namespace upager::internal

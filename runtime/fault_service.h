@@ -1,0 +1,81 @@
+// The fault-service threads: each polls the userfaultfd beside a stop
+// eventfd, reads a batch of events per read(2), and hands the batch to the
+// Handler. Events that hit EAGAIN (the address space is changing) come back
+// as "deferred" and are retried after the next read, which is what lets the
+// pending event that caused the EAGAIN be read and its mmap_changing drop.
+//
+// Quiescence: each thread bumps an epoch before and after a batch (odd =
+// inside a batch). WaitForQuiescence() returns once every thread has been
+// seen outside the batch it was in when the call started; anything a
+// thread looked up before the call is then no longer in use (see
+// runtime/engine.h, SYNCHRONIZATION).
+//
+// Thread-safety: Start/Stop from one thread; WaitForQuiescence from any
+// application thread, never from a service thread.
+#ifndef UPAGER_RUNTIME_FAULT_SERVICE_H_
+#define UPAGER_RUNTIME_FAULT_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/os/userfaultfd.h"
+#include "runtime/os/wakeup.h"
+
+namespace upager::internal {
+
+// Monotonic clock in nanoseconds (vDSO; no syscall).
+uint64_t MonotonicNanos();
+
+class FaultService {
+ public:
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Serves `fresh` events (read at `read_ns`) and then retries every event
+    // in *deferred; leaves in *deferred the ones to retry again later.
+    virtual void Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
+                       std::vector<os::UffdEvent>* deferred) = 0;
+    // An unexpected error of the loop itself (poll or read failed).
+    virtual void OnServiceError(absl::Status status) = 0;
+  };
+
+  // Starts `threads` threads serving `uffd` (which must outlive Stop()).
+  static absl::StatusOr<std::unique_ptr<FaultService>> Start(
+      os::Uffd* uffd, Handler* handler, int threads, uint32_t batch);
+  ~FaultService();  // Stop()
+
+  // Signals the stop eventfd and joins every thread. Idempotent.
+  void Stop();
+  // In a fork() child the threads do not exist: forget them without joining.
+  void AbandonAfterFork();
+  void WaitForQuiescence() const;
+
+  int threads() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  struct alignas(64) Epoch {
+    std::atomic<uint64_t> value{0};
+  };
+
+  FaultService(os::Uffd* uffd, Handler* handler, os::EventFd stop,
+               uint32_t batch, int threads);
+  void Loop(int index);
+
+  os::Uffd* const uffd_;
+  Handler* const handler_;
+  os::EventFd stop_;
+  const uint32_t batch_;
+  std::unique_ptr<Epoch[]> epochs_;
+  std::vector<std::thread> threads_;
+  bool stopped_ = false;
+};
+
+}  // namespace upager::internal
+
+#endif  // UPAGER_RUNTIME_FAULT_SERVICE_H_

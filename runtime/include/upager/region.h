@@ -1,0 +1,68 @@
+// A Region: a range of the application's address space whose faults upager
+// serves. Obtained from Runtime::Map; owned by the Runtime.
+//
+// Memory semantics: like private anonymous memory. Every byte reads as zero
+// until written; the first touch of a page gives it memory (lazy zero-fill).
+// The application may munmap, mremap or madvise(MADV_DONTNEED) parts of a
+// region as it would plain memory; upager follows (see README, "Application
+// events").
+//
+// Thread-safety: the accessors are immutable and safe from any thread. The
+// memory itself may be used by any number of threads.
+#ifndef UPAGER_REGION_H_
+#define UPAGER_REGION_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace upager {
+
+namespace internal {
+class RegionCore;
+class Engine;
+}  // namespace internal
+
+class Region {
+ public:
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  // The address the region was mapped at. If the application mremaps the
+  // region, upager serves it at the new address, but data() still returns
+  // the original one.
+  std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& name() const { return name_; }
+  size_t page_count() const { return size_ / page_size_; }
+  size_t page_size() const { return page_size_; }
+  bool Contains(const void* p) const {
+    auto a = reinterpret_cast<uintptr_t>(p);
+    auto b = reinterpret_cast<uintptr_t>(data_);
+    return a >= b && a - b < size_;
+  }
+
+  // Pages upager filled with private memory that are still in place.
+  uint64_t resident_pages() const;
+  // Pages mapped to the kernel's shared zero page by a read fault.
+  uint64_t zero_mapped_pages() const;
+
+ private:
+  friend class internal::Engine;
+  Region(std::byte* data, size_t size, size_t page_size, std::string name,
+         internal::RegionCore* core)
+      : data_(data), size_(size), page_size_(page_size),
+        name_(std::move(name)), core_(core) {}
+  ~Region() = default;
+
+  std::byte* const data_;
+  const size_t size_;
+  const size_t page_size_;
+  const std::string name_;
+  internal::RegionCore* const core_;  // owned by the Engine
+};
+
+}  // namespace upager
+
+#endif  // UPAGER_REGION_H_

@@ -1,0 +1,80 @@
+// upager's entry point: a Runtime owns one userfaultfd, its fault-service
+// threads, and the regions mapped through it.
+//
+//   upager::RuntimeOptions o;
+//   auto rt = upager::Runtime::Create(o);          // StatusOr<unique_ptr>
+//   auto region = (*rt)->Map({.size = 1ull << 30, .name = "heap"});
+//   std::byte* p = (*region)->data();              // lazily zero-filled
+//   upager::Stats s = (*rt)->stats();
+//
+// Thread-safety: every method may be called from any application thread
+// concurrently, except that a Region must not be used after Unmap(region)
+// returns, and nothing may be used after ~Runtime begins. A Runtime must be
+// used only in the process that created it: in a fork() child, methods
+// return FailedPrecondition and ~Runtime only closes descriptors and
+// unmaps the child's copies (see README, "fork()").
+#ifndef UPAGER_RUNTIME_H_
+#define UPAGER_RUNTIME_H_
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "upager/options.h"
+#include "upager/region.h"
+#include "upager/stats.h"
+
+namespace upager {
+
+namespace internal {
+class Engine;
+}
+
+class Runtime {
+ public:
+  // Opens the userfaultfd and starts the service threads. Fails with
+  // InvalidArgument naming a bad option, PermissionDenied when no
+  // userfaultfd can be opened (the message says what to change), or the
+  // error of the failed system call.
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(
+      const RuntimeOptions& options);
+
+  // Stops the service threads, releases any thread blocked in a fault, and
+  // unmaps the remaining regions (see RuntimeOptions::unmap_regions_on_destroy).
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Reserves address space and registers it. On failure returns non-OK and
+  // maps nothing: InvalidArgument for a zero or unaligned size or address or
+  // a bad fault_around_pages, AlreadyExists when fixed_address overlaps a
+  // mapping, ResourceExhausted when the address space or the kernel's map
+  // count runs out.
+  absl::StatusOr<Region*> Map(const RegionOptions& options);
+
+  // Unregisters and unmaps `region` (whatever of it the application has not
+  // already munmapped) and destroys it. Waits for the service threads to
+  // finish any fault they were serving on it. NotFound if `region` is not a
+  // live region of this Runtime.
+  absl::Status Unmap(Region* region);
+
+  // The live region serving `addr` (where the application has it mapped
+  // now, which after an mremap is not data()), or nullptr. O(log regions).
+  Region* FindRegion(const void* addr) const;
+
+  Stats stats() const;
+
+  // OK, or the first unexpected error the fault service met (sticky).
+  absl::Status status() const;
+
+  size_t page_size() const;
+
+ private:
+  explicit Runtime(std::unique_ptr<internal::Engine> engine);
+  friend class internal::Engine;
+  std::unique_ptr<internal::Engine> engine_;
+};
+
+}  // namespace upager
+
+#endif  // UPAGER_RUNTIME_H_

@@ -1,0 +1,85 @@
+// Runtime statistics: a snapshot the application may take at any time.
+#ifndef UPAGER_STATS_H_
+#define UPAGER_STATS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace upager {
+
+// Fault service time, from the moment a service thread read the fault from
+// the userfaultfd to the moment the faulting thread was woken. Percentiles
+// come from a log-bucket histogram (within 12.5%); max is exact.
+struct LatencySummary {
+  uint64_t count = 0;
+  uint64_t p50_ns = 0;
+  uint64_t p90_ns = 0;
+  uint64_t p99_ns = 0;
+  uint64_t max_ns = 0;
+  double mean_ns = 0;
+};
+
+struct Stats {
+  // --- The userfaultfd in use.
+  std::string uffd_mode;  // "full" or "user-mode-only"
+  std::string uffd_open_path;  // how it was opened, e.g. "userfaultfd(2)"
+  // False in user-mode-only mode: read(2) into an untouched page fails with
+  // EFAULT instead of being served.
+  bool kernel_faults_served = true;
+  uint64_t uffd_features = 0;  // UFFD_FEATURE_* bits granted
+  std::vector<std::string> uffd_feature_names;
+  int service_threads = 0;
+
+  // --- Faults read from the userfaultfd, by kind.
+  uint64_t faults_missing_read = 0;
+  uint64_t faults_missing_write = 0;  // includes kernel-mode copy_to_user
+  uint64_t faults_write_protect = 0;
+  uint64_t faults_minor = 0;
+  // Faults at an address no region owns (a region being unmapped, or the
+  // part an application mremap grew): served as plain zero-fill.
+  uint64_t faults_foreign = 0;
+  // Faults already resolved by another fill by the time they were read.
+  uint64_t faults_stale = 0;
+
+  // --- Pages filled.
+  uint64_t pages_zero_filled = 0;  // private zeroed pages (UFFDIO_COPY)
+  uint64_t pages_zero_mapped = 0;  // shared zero page (UFFDIO_ZEROPAGE)
+  uint64_t pages_fault_around = 0;  // of the above, beyond the faulting page
+  uint64_t fill_exists = 0;   // EEXIST: someone filled first; woken instead
+  uint64_t fill_retries = 0;  // EAGAIN: address space changing; retried
+  uint64_t fill_gone = 0;     // ENOENT: the range went away meanwhile
+
+  // --- Application events.
+  uint64_t events_remove = 0;  // madvise(MADV_DONTNEED) and friends
+  uint64_t events_unmap = 0;   // munmap by the application
+  uint64_t events_remap = 0;   // mremap by the application
+  uint64_t events_unknown = 0;
+  uint64_t reads = 0;          // read(2) calls that returned events
+  uint64_t events_read = 0;    // messages read, all kinds
+
+  // --- Memory.
+  uint64_t regions = 0;
+  uint64_t reserved_bytes = 0;   // address space of live regions
+  // Pages holding private memory that upager filled. A page mapped to the
+  // shared zero page and later written by the application is copied by the
+  // kernel without telling us; it stays in zero_mapped_pages.
+  uint64_t resident_pages = 0;
+  uint64_t zero_mapped_pages = 0;
+  uint64_t metadata_bytes = 0;   // page tables
+
+  LatencySummary fault_latency;
+
+  // --- Errors the fault service could not report to a caller. The first
+  // one is kept (sticky); Runtime::status() returns it as a Status.
+  uint64_t errors = 0;
+  uint64_t threads_poisoned = 0;  // faults released with SIGBUS (UFFDIO_POISON)
+  std::string first_error;
+
+  // Multi-line human-readable form.
+  std::string ToString() const;
+};
+
+}  // namespace upager
+
+#endif  // UPAGER_STATS_H_

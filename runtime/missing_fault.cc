@@ -1,0 +1,208 @@
+// Page faults: lazy zero-fill with fault-around. See runtime/engine.h,
+// SYNCHRONIZATION, for the claim protocol this file follows.
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "pager/fault_around.h"
+#include "runtime/engine.h"
+
+namespace upager::internal {
+namespace {
+
+PageState FilledState(bool write) {
+  return write ? PageState::kResident : PageState::kZero;
+}
+
+void CountPresent(RegionCore* core, PageState s, int64_t delta) {
+  if (s == PageState::kResident) {
+    core->resident.fetch_add(delta, std::memory_order_relaxed);
+  } else if (s == PageState::kZero) {
+    core->zero_mapped.fetch_add(delta, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+Engine::Served Engine::HandlePageFault(const os::UffdEvent& e,
+                                       uint64_t read_ns) {
+  const uintptr_t addr = e.address & ~(uintptr_t{page_size_} - 1);
+  Served served = Served::kDone;
+  if (e.wp) {
+    // Nothing is write-protected by this runtime yet; un-protect so the
+    // thread proceeds rather than blocking on a protection we never armed.
+    counters_.faults_write_protect.Add();
+    const os::UffdResult r = uffd_->WriteProtect(addr, page_size_, false, true);
+    if (r.outcome == os::UffdOutcome::kRetry) served = Served::kRetryLater;
+  } else if (e.minor) {
+    counters_.faults_minor.Add();
+    (void)uffd_->Wake(addr, page_size_);
+  } else {
+    (e.write ? counters_.faults_missing_write : counters_.faults_missing_read)
+        .Add();
+    served = HandleMissing(e, addr);
+  }
+  if (served == Served::kDone) {
+    const uint64_t now = MonotonicNanos();
+    counters_.fault_latency.Record(now > read_ns ? now - read_ns : 0);
+  }
+  return served;
+}
+
+Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
+  Target t;
+  if (!Resolve(addr, &t)) return ServeForeign(addr, e.write);
+  PageTable& table = t.core->table;
+
+  // Claim the faulting page. A page we believe present can still take a
+  // missing fault: either the message is stale (two threads faulted on the
+  // same page and the first fill already mapped it: the fill below then
+  // fails with EEXIST and we only wake), or the kernel dropped the page
+  // after we mapped it (a fill raced with the application's MADV_DONTNEED:
+  // the fill below then succeeds and repairs it). Only a page another
+  // thread is filling right now is left alone: its claimant wakes everyone
+  // waiting on the range when it is done.
+  PageEntry prev = table.Get(t.page);
+  for (;;) {
+    if (prev.state() == PageState::kFilling) {
+      counters_.faults_stale.Add();
+      return Served::kDone;
+    }
+    bool alloc_failed = false;
+    if (table.CompareExchange(t.page, &prev,
+                              prev.with_state(PageState::kFilling),
+                              &alloc_failed)) {
+      break;
+    }
+    if (alloc_failed) {
+      RecordError(absl::ResourceExhaustedError(absl::StrFormat(
+          "page table node allocation failed for fault at %#x", addr)));
+      ReleaseWithFailure(addr);
+      return Served::kDone;
+    }
+  }
+
+  // Fault-around: claim the absent pages that follow, up to the window.
+  const uint64_t limit = std::min<uint64_t>(t.page_limit, t.core->pages);
+  const PageRange window = FaultAroundWindow(
+      t.page, limit, t.core->fault_around_pages, [&](PageIndex p) {
+        if (p == t.page) return true;
+        PageEntry absent;  // raw 0: absent, no flags
+        return table.CompareExchange(p, &absent,
+                                     PageEntry::Of(PageState::kFilling));
+      });
+  const uint64_t n = window.count;
+  const uint64_t len = n * page_size_;
+
+  // A write fault gets private zeroed pages (UFFDIO_COPY from an untouched
+  // read-only mapping); a read fault gets the shared zero page, which costs
+  // no memory until written, exactly as the kernel does for anonymous
+  // memory.
+  const os::UffdResult r =
+      e.write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/true,
+                            /*write_protect=*/false)
+              : uffd_->ZeroPage(addr, len, /*wake=*/true);
+  const PageState filled = FilledState(e.write);
+  const uint64_t done =
+      r.ok() ? n : std::min<uint64_t>(n, r.bytes / page_size_);
+
+  // Publish the pages that were filled; the faulting page's previous
+  // state (normally absent) leaves the counters.
+  CountPresent(t.core, prev.state(), -1);
+  for (uint64_t i = 0; i < done; ++i) {
+    const PageEntry base = i == 0 ? prev : PageEntry();
+    if (!table.Set(t.page + i, base.with_state(filled))) {
+      RecordError(absl::InternalError("page table Set failed on a claimed page"));
+    }
+  }
+  CountPresent(t.core, filled, static_cast<int64_t>(done));
+  (e.write ? counters_.pages_zero_filled : counters_.pages_zero_mapped)
+      .Add(done);
+  if (done > 1) counters_.pages_fault_around.Add(done - 1);
+  if (r.ok()) return Served::kDone;
+
+  // Partial or failed fill: settle every claimed page that was not filled.
+  auto restore_from = [&](uint64_t first) {
+    for (uint64_t i = first; i < n; ++i) {
+      const PageEntry back = i == 0 ? prev : PageEntry();
+      (void)table.Set(t.page + i, back);
+      if (i == 0) CountPresent(t.core, prev.state(), +1);
+    }
+  };
+  switch (r.outcome) {
+    case os::UffdOutcome::kDone:
+      break;
+    case os::UffdOutcome::kExists: {
+      // Page `done` is mapped already. If it is the faulting page this was
+      // a stale fault; otherwise someone mapped a page we thought absent.
+      // Either way the kernel did not wake anyone (the ioctl failed), so
+      // wake the window ourselves.
+      counters_.fill_exists.Add();
+      if (done == 0) counters_.faults_stale.Add();
+      const PageEntry existing =
+          done == 0 && prev.present()
+              ? prev
+              : PageEntry::Of(PageState::kResident);  // present, kind unknown
+      (void)table.Set(t.page + done, existing);
+      CountPresent(t.core, existing.state(), +1);
+      restore_from(done + 1);
+      (void)uffd_->Wake(addr, len);
+      return Served::kDone;
+    }
+    case os::UffdOutcome::kRetry:
+      // EAGAIN: an address-space event (REMOVE, UNMAP, REMAP) is pending and
+      // must be read before the kernel accepts fills again. Give the claims
+      // back and retry the whole fault after the next read.
+      counters_.fill_retries.Add();
+      restore_from(done);
+      if (done > 0) (void)uffd_->Wake(addr, done * page_size_);
+      return done > 0 ? Served::kDone : Served::kRetryLater;
+    case os::UffdOutcome::kGone:
+      // The range was unregistered or unmapped under us (Unmap, munmap, or
+      // process exit); whoever faulted was or will be woken by that.
+      counters_.fill_gone.Add();
+      restore_from(done);
+      (void)uffd_->Wake(addr, page_size_);
+      return Served::kDone;
+    case os::UffdOutcome::kFailed:
+      restore_from(done);
+      RecordError(r.ToStatus(absl::StrFormat(
+                                 "%s(dst=%#x, len=%#x) for region '%s'",
+                                 e.write ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE",
+                                 addr, len, t.core->region->name())
+                                 .c_str()));
+      ReleaseWithFailure(addr);
+      return Served::kDone;
+  }
+  return Served::kDone;
+}
+
+Engine::Served Engine::ServeForeign(uintptr_t addr, bool write) {
+  // No region owns this address: a region being unmapped (its range is
+  // unregistered next, which wakes the thread anyway), or the part of a
+  // region an application mremap grew. Serve it as the anonymous memory it
+  // is, one page, untracked.
+  counters_.faults_foreign.Add();
+  const os::UffdResult r =
+      write ? uffd_->Copy(addr, zero_source_, page_size_, true, false)
+            : uffd_->ZeroPage(addr, page_size_, true);
+  if (r.outcome == os::UffdOutcome::kRetry) return Served::kRetryLater;
+  if (!r.ok()) (void)uffd_->Wake(addr, page_size_);
+  return Served::kDone;
+}
+
+void Engine::ReleaseWithFailure(uintptr_t addr) {
+  // The faulting thread must not stay blocked forever. With UFFDIO_POISON
+  // its retry gets SIGBUS, the same failure the kernel reports for memory
+  // it cannot provide; without it, waking makes it fault again, and the
+  // error stays recorded in Stats.
+  if (uffd_->has(os::uffd_feature::kPoison)) {
+    const os::UffdResult r = uffd_->Poison(addr, page_size_, true);
+    if (r.ok()) {
+      counters_.threads_poisoned.Add();
+      return;
+    }
+  }
+  (void)uffd_->Wake(addr, page_size_);
+}
+
+}  // namespace upager::internal

@@ -1,0 +1,39 @@
+// Address-space calls: reserve, release and advise ranges.
+//
+// Contract: addresses and lengths are page-aligned unless a function says
+// otherwise; each returns OkStatus or a status naming the call, its
+// arguments and the errno. Thread-safety: all functions are thread-safe.
+#ifndef UPAGER_RUNTIME_OS_MEMORY_H_
+#define UPAGER_RUNTIME_OS_MEMORY_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace upager::internal::os {
+
+// The base page size (sysconf(_SC_PAGESIZE)), cached.
+size_t PageSize();
+
+enum class Protection { kNone, kRead, kReadWrite };
+
+// Maps `len` bytes of private anonymous memory with MAP_NORESERVE (address
+// space only until touched). With `fixed` non-null, maps exactly there and
+// fails with AlreadyExists if anything is mapped in the range
+// (MAP_FIXED_NOREPLACE).
+absl::StatusOr<void*> MapAnonymous(size_t len, Protection prot,
+                                   void* fixed = nullptr);
+absl::Status Unmap(void* addr, size_t len);
+
+// MADV_NOHUGEPAGE: keeps faults at base-page granularity.
+absl::Status AdviseNoHugePage(void* addr, size_t len);
+// MADV_DONTNEED: drops the pages (a registered range raises REMOVE).
+absl::Status AdviseDontNeed(void* addr, size_t len);
+// MADV_POPULATE_WRITE: pre-faults private pages (Linux 5.14+).
+absl::Status PopulateWrite(void* addr, size_t len);
+
+}  // namespace upager::internal::os
+
+#endif  // UPAGER_RUNTIME_OS_MEMORY_H_

@@ -1,0 +1,50 @@
+// The runtime's per-region state, shared by the application-facing Region
+// and the fault-service threads.
+//
+// Invariant: `table` covers pages [0, pages); resident + zero_mapped equal
+// the number of table entries in kResident / kZero (up to updates in
+// flight). Thread-safety: the constant fields are immutable after
+// construction; counters are atomics; the table is lock-free (see
+// pager/page_table.h). Lifetime: see the SYNCHRONIZATION block in
+// runtime/engine.h.
+#ifndef UPAGER_RUNTIME_REGION_CORE_H_
+#define UPAGER_RUNTIME_REGION_CORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "pager/page_table.h"
+
+namespace upager {
+class Region;
+}
+
+namespace upager::internal {
+
+class RegionCore {
+ public:
+  RegionCore(uintptr_t base, uint64_t size, uint64_t page_size,
+             uint32_t fault_around_pages)
+      : base(base),
+        size(size),
+        pages(size / page_size),
+        fault_around_pages(fault_around_pages),
+        table(size / page_size) {}
+  RegionCore(const RegionCore&) = delete;
+  RegionCore& operator=(const RegionCore&) = delete;
+
+  const uintptr_t base;  // bytes: where Map placed it
+  const uint64_t size;   // bytes
+  const uint64_t pages;
+  const uint32_t fault_around_pages;  // 1 = off
+  PageTable table;
+
+  std::atomic<int64_t> resident{0};     // pages in kResident
+  std::atomic<int64_t> zero_mapped{0};  // pages in kZero
+  Region* region = nullptr;             // the public handle; set once by Map
+};
+
+}  // namespace upager::internal
+
+#endif  // UPAGER_RUNTIME_REGION_CORE_H_

@@ -1,0 +1,46 @@
+#include "upager/stats.h"
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace upager {
+
+std::string Stats::ToString() const {
+  std::string s;
+  absl::StrAppendFormat(&s, "uffd: %s via %s, %d service thread(s)\n",
+                        uffd_mode, uffd_open_path, service_threads);
+  absl::StrAppendFormat(&s, "  features: %s\n",
+                        absl::StrJoin(uffd_feature_names, " "));
+  absl::StrAppendFormat(
+      &s, "faults: %d missing-read, %d missing-write, %d wp, %d minor, "
+      "%d foreign, %d stale\n",
+      faults_missing_read, faults_missing_write, faults_write_protect,
+      faults_minor, faults_foreign, faults_stale);
+  absl::StrAppendFormat(
+      &s, "pages: %d zero-filled, %d zero-mapped, %d by fault-around; "
+      "fills: %d exists, %d retries, %d gone\n",
+      pages_zero_filled, pages_zero_mapped, pages_fault_around, fill_exists,
+      fill_retries, fill_gone);
+  absl::StrAppendFormat(
+      &s, "events: %d remove, %d unmap, %d remap, %d unknown; %d messages in "
+      "%d reads\n",
+      events_remove, events_unmap, events_remap, events_unknown, events_read,
+      reads);
+  absl::StrAppendFormat(
+      &s, "memory: %d region(s), %d MiB reserved, %d resident pages, %d "
+      "zero-mapped pages, %d KiB page tables\n",
+      regions, reserved_bytes >> 20, resident_pages, zero_mapped_pages,
+      metadata_bytes >> 10);
+  absl::StrAppendFormat(
+      &s, "fault service time: n=%d p50=%.1fus p90=%.1fus p99=%.1fus "
+      "max=%.1fus mean=%.1fus\n",
+      fault_latency.count, fault_latency.p50_ns / 1e3,
+      fault_latency.p90_ns / 1e3, fault_latency.p99_ns / 1e3,
+      fault_latency.max_ns / 1e3, fault_latency.mean_ns / 1e3);
+  absl::StrAppendFormat(&s, "errors: %d (%d threads released with SIGBUS)%s\n",
+                        errors, threads_poisoned,
+                        first_error.empty() ? "" : ", first: " + first_error);
+  return s;
+}
+
+}  // namespace upager
