@@ -90,6 +90,26 @@ UffdResult FromIoctl(int rc, int64_t done, uint64_t len) {
   return r;
 }
 
+// The kernel reports a short COPY/ZEROPAGE/MOVE as -EAGAIN with the bytes
+// done (and wakes waiters on those bytes), whatever stopped it. Continuing
+// from where it stopped yields the real reason for the first page not
+// done: EEXIST for a present page, EAGAIN with nothing done for a pending
+// address-space event. Callers thus see "bytes done + why it stopped".
+template <typename Attempt>
+UffdResult FillAll(uint64_t len, Attempt attempt) {
+  uint64_t total = 0;
+  for (;;) {
+    UffdResult r = attempt(total, len - total);
+    total += r.bytes;
+    if (r.ok() || r.outcome != UffdOutcome::kRetry || r.bytes == 0 ||
+        total >= len) {
+      if (total >= len) return {UffdOutcome::kDone, len, 0};
+      r.bytes = total;
+      return r;
+    }
+  }
+}
+
 class KernelUffd final : public Uffd {
  public:
   KernelUffd(int fd, UffdOpenPath path, uint64_t granted, uint64_t supported)
@@ -143,22 +163,26 @@ class KernelUffd final : public Uffd {
 
   UffdResult Copy(uint64_t dst, const void* src, uint64_t len, bool wake,
                   bool write_protect) override {
-    uffdio_copy c = {};
-    c.dst = dst;
-    c.src = reinterpret_cast<uint64_t>(src);
-    c.len = len;
-    c.mode = (wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE) |
-             (write_protect ? UFFDIO_COPY_MODE_WP : 0);
-    const int rc = ioctl(fd_, UFFDIO_COPY, &c);
-    return FromIoctl(rc, c.copy, len);
+    return FillAll(len, [&](uint64_t off, uint64_t left) {
+      uffdio_copy c = {};
+      c.dst = dst + off;
+      c.src = reinterpret_cast<uint64_t>(src) + off;
+      c.len = left;
+      c.mode = (wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE) |
+               (write_protect ? UFFDIO_COPY_MODE_WP : 0);
+      const int rc = ioctl(fd_, UFFDIO_COPY, &c);
+      return FromIoctl(rc, c.copy, left);
+    });
   }
 
   UffdResult ZeroPage(uint64_t dst, uint64_t len, bool wake) override {
-    uffdio_zeropage z = {};
-    z.range = {dst, len};
-    z.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE;
-    const int rc = ioctl(fd_, UFFDIO_ZEROPAGE, &z);
-    return FromIoctl(rc, z.zeropage, len);
+    return FillAll(len, [&](uint64_t off, uint64_t left) {
+      uffdio_zeropage z = {};
+      z.range = {dst + off, left};
+      z.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE;
+      const int rc = ioctl(fd_, UFFDIO_ZEROPAGE, &z);
+      return FromIoctl(rc, z.zeropage, left);
+    });
   }
 
   UffdResult Wake(uint64_t addr, uint64_t len) override {
@@ -179,14 +203,16 @@ class KernelUffd final : public Uffd {
 
   UffdResult Move(uint64_t dst, uint64_t src, uint64_t len, bool wake,
                   bool allow_src_holes) override {
-    uffdio_move m = {};
-    m.dst = dst;
-    m.src = src;
-    m.len = len;
-    m.mode = (wake ? 0 : UFFDIO_MOVE_MODE_DONTWAKE) |
-             (allow_src_holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0);
-    const int rc = ioctl(fd_, UFFDIO_MOVE, &m);
-    return FromIoctl(rc, m.move, len);
+    return FillAll(len, [&](uint64_t off, uint64_t left) {
+      uffdio_move m = {};
+      m.dst = dst + off;
+      m.src = src + off;
+      m.len = left;
+      m.mode = (wake ? 0 : UFFDIO_MOVE_MODE_DONTWAKE) |
+               (allow_src_holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0);
+      const int rc = ioctl(fd_, UFFDIO_MOVE, &m);
+      return FromIoctl(rc, m.move, left);
+    });
   }
 
   UffdResult Poison(uint64_t addr, uint64_t len, bool wake) override {

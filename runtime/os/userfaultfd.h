@@ -95,9 +95,12 @@ struct UffdEvent {
 enum class UffdOutcome : uint8_t {
   kDone,    // the whole range was handled
   kExists,  // EEXIST: a page in the range is already mapped (someone else
-            // filled it); `bytes` were done before it; nobody was woken
+            // filled it); `bytes` were done before it (and their waiters
+            // woken); nobody waiting on the rest was woken
   kRetry,   // EAGAIN: the address space is changing (an event is pending);
-            // read events, then retry
+            // read events, then retry the part after `bytes`. (A short
+            // fill, which the kernel also reports as EAGAIN, is continued
+            // inside the OS layer, so kRetry always means this.)
   kGone,    // ENOENT/ESRCH: the range is no longer registered or the
             // process is exiting
   kFailed,  // anything else; `error` holds the errno
