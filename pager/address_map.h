@@ -45,7 +45,9 @@ class AddressMap {
   std::optional<Interval> Find(uintptr_t addr) const;
 
   // Removes [start, end) from whatever intervals it overlaps (splitting
-  // them); returns the pieces removed, in address order.
+  // them); returns the pieces removed, in address order, each with the
+  // region page its own first byte holds. Empty if start >= end.
+  // Precondition: start and end page-aligned (round munmap's length up).
   std::vector<Interval> Erase(uintptr_t start, uintptr_t end);
 
   // Removes every interval whose owner == owner; returns them.
@@ -54,7 +56,10 @@ class AddressMap {
   // mremap: the bytes [from, from + len) now live at [to, to + len). Each
   // removed piece is re-inserted at its new address keeping its region page.
   // Anything already at [to, to + len) is erased first (MREMAP_FIXED
-  // replaces the destination). Returns the pieces at their new addresses.
+  // replaces the destination) and not returned: a caller that must release
+  // those pages calls Erase(to, to + len) itself before Move. Returns the
+  // pieces at their new addresses, in address order.
+  // Precondition: from, to and len page-aligned.
   std::vector<Interval> Move(uintptr_t from, uintptr_t to, uint64_t len);
 
   // Intervals of one owner, in address order.

@@ -23,7 +23,11 @@ struct PageRange {
 // `fault`, where 1 <= n <= window_pages. The window is clipped to the region
 // (page_count) and stops before the first following page for which
 // `is_claimable(page)` is false (a page already present or owned by another
-// fill). The faulting page itself is always included (count >= 1).
+// fill). The faulting page itself is always included (count >= 1) and is
+// never passed to is_claimable. is_claimable is called for fault+1,
+// fault+2, ... in order, at most once per page, and never past the first
+// false or the end of the window, so it may claim the page it approves
+// (e.g. CAS it to kFilling) and every claimed page ends up in the window.
 // Preconditions: fault < page_count, window_pages >= 1.
 PageRange FaultAroundWindow(PageIndex fault, uint64_t page_count,
                             uint64_t window_pages,

@@ -2,11 +2,14 @@
 //
 // Buckets are powers of two subdivided into 8 linear sub-buckets, so a
 // reported percentile is within 12.5% of the true value from 1 ns to ~1000 s.
-// Record() is one relaxed atomic increment (plus a relaxed max update): cheap
-// enough for every fault, and safe from any thread or a signal handler.
+// Record() is two relaxed atomic adds (bucket and sum) plus a relaxed max
+// update that costs a CAS only for a new maximum: cheap enough for every
+// fault, and safe from any thread or a signal handler (lock-free atomics).
 // Thread-safety: Record and Summarize may run concurrently; a summary taken
-// while recording is a consistent-enough snapshot (counts may lag by the
-// records in flight).
+// while recording is a consistent-enough snapshot (count, sum and max may
+// disagree by the records in flight; count and the percentiles always agree
+// because both come from one copy of the buckets). Reset is not atomic with
+// respect to concurrent Record calls: records racing it may survive in part.
 #ifndef UPAGER_PAGER_LATENCY_HISTOGRAM_H_
 #define UPAGER_PAGER_LATENCY_HISTOGRAM_H_
 
@@ -47,10 +50,11 @@ class LatencyHistogram {
   static uint64_t BucketUpperBound(int bucket);
 
  private:
+  // The count is the sum of counts_, so no separate counter can disagree
+  // with the percentiles computed from the same buckets.
   std::array<std::atomic<uint64_t>, kBuckets> counts_{};
-  std::atomic<uint64_t> count_{0};
-  std::atomic<uint64_t> sum_{0};
-  std::atomic<uint64_t> max_{0};
+  std::atomic<uint64_t> sum_{0};  // ns
+  std::atomic<uint64_t> max_{0};  // ns
 };
 
 }  // namespace upager::internal

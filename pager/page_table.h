@@ -2,10 +2,12 @@
 // keyed by PageIndex, shaped like the kernel's pgd/pmd/pte hierarchy.
 //
 // Leaves hold 512 PageEntry values (4 KiB, like a PTE page); interior nodes
-// hold 512 child pointers; the root holds exactly as many pointers as the
-// region needs, so a reserved but untouched 1 TiB region costs one 8 KiB root
-// and nothing else. Nodes are allocated on first write and freed only when
-// the table is destroyed.
+// hold 512 child pointers. The tree has the fewest levels (1..4) that cover
+// the region, and the root holds exactly as many pointers as the region
+// needs, so a reserved but untouched region costs at most one 4 KiB root and
+// nothing else (a 1 TiB region of 4 KiB pages: 4 levels, a 16-byte root).
+// Nodes are allocated on first write and freed only when the table is
+// destroyed.
 //
 // Thread-safety: every method may be called concurrently from any thread.
 // Reads (Get) take no lock and allocate nothing: a child pointer is published
@@ -35,11 +37,14 @@ class PageTable {
   // 4 levels of 9 bits cover 2^36 pages (256 TiB of 4 KiB pages).
   static constexpr uint64_t kMaxPages = 1ull << 36;
 
-  // A table for pages [0, page_count). Fails with InvalidArgument when
-  // page_count is 0 or above kMaxPages, ResourceExhausted when the root
-  // cannot be allocated.
+  // A table for pages [0, page_count). Fails with InvalidArgument naming
+  // the value when page_count is 0 or above kMaxPages. (Validate allocates
+  // nothing, so it never reports ResourceExhausted; see the constructor.)
   static absl::Status Validate(uint64_t page_count);
-  // Precondition: Validate(page_count).ok().
+  // Precondition: Validate(page_count).ok(). Allocates the root (at most
+  // 4 KiB) with nothrow new; if even that fails the table reads as
+  // all-absent and every write that needs a node returns false, which is
+  // the same failure path as any later node allocation.
   explicit PageTable(uint64_t page_count);
   ~PageTable();
   PageTable(const PageTable&) = delete;
@@ -72,8 +77,7 @@ class PageTable {
   // Calls fn(PageIndex, PageEntry) for every allocated entry that is not
   // raw 0, in page order. fn must not call Set/SetRange/CompareExchange on
   // this table (reads are fine). Concurrent writers may or may not be seen.
-  void ForEachNonAbsent(
-      absl::FunctionRef<void(PageIndex, PageEntry)> fn) const;
+  void ForEachNonAbsent(absl::FunctionRef<void(PageIndex, PageEntry)> fn) const;
 
   // Bytes of metadata this table holds right now (nodes + root).
   size_t MetadataBytes() const {
@@ -87,14 +91,48 @@ class PageTable {
   absl::Status CheckInvariants() const;
 
  private:
-  struct Node;  // interior: 512 atomic child pointers; leaf: 512 entries
-  // ... implementation-defined members ...
-  std::atomic<uint64_t>* LeafSlot(PageIndex page, bool allocate) const;
+  // Node layouts and the walk are defined in page_table.cc. A node's kind is
+  // implied by its depth: depth levels_-1 holds leaves, shallower depths hold
+  // interior nodes, and depth 0 is the root (see root_).
+  struct Leaf;      // kFanout atomic entries (4 KiB, like a PTE page)
+  struct Interior;  // kFanout atomic child pointers (4 KiB)
+
+  // The leaf holding `page`, or nullptr if it was never allocated; then
+  // *missing_span (if non-null) is the number of pages the missing subtree
+  // would cover, aligned so the caller can skip it. Allocation-free and
+  // lock-free (Get's async-signal-safe path).
+  Leaf* FindLeaf(uint64_t page, uint64_t* missing_span) const;
+  // As FindLeaf but allocates the missing path; nullptr only when an
+  // allocation failed.
+  Leaf* FindOrAllocateLeaf(uint64_t page);
+  // Loads *slot, publishing a fresh zeroed node there if it is empty.
+  // Returns the winner of any race; nullptr on allocation failure.
+  void* ChildOrAllocate(std::atomic<void*>* slot, bool leaf);
+  // Frees `node` (at `depth`) and everything below it.
+  void FreeSubtree(void* node, int depth);
+  // ForEachNonAbsent below `node`, whose first page is `base`.
+  void ForEachInSubtree(const void* node, int depth, uint64_t base,
+                        absl::FunctionRef<void(PageIndex, PageEntry)> fn) const;
+  // CheckInvariants below `node`; adds the node bytes found to *bytes.
+  absl::Status CheckSubtree(const void* node, int depth, uint64_t base,
+                            size_t* bytes) const;
+  // Pages covered by one node at `depth` (1 <= depth < levels_).
+  uint64_t SpanAt(int depth) const {
+    return uint64_t{1} << (kBitsPerLevel * (levels_ - depth));
+  }
+  // Number of pointers in the root when levels_ >= 2.
+  uint64_t RootSlots() const;
+  // Shift that turns a page index into a root slot index.
+  int RootShift() const { return kBitsPerLevel * (levels_ - 1); }
 
   const uint64_t page_count_;
   int levels_ = 1;  // 1 = the root is a single leaf
   std::atomic<size_t> metadata_bytes_{0};
-  void* root_ = nullptr;  // see page_table.cc
+  // levels_ == 1: a Leaf*. Otherwise an array of RootSlots()
+  // std::atomic<void*> whose children sit at depth 1. nullptr only if the
+  // constructor could not allocate it: the table then reads as all-absent
+  // and every write that needs a node fails.
+  void* root_ = nullptr;
 };
 
 }  // namespace upager::internal

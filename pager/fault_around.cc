@@ -1,0 +1,25 @@
+#include "pager/fault_around.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace upager::internal {
+
+PageRange FaultAroundWindow(PageIndex fault, uint64_t page_count,
+                            uint64_t window_pages,
+                            absl::FunctionRef<bool(PageIndex)> is_claimable) {
+  assert(fault.value() < page_count);
+  assert(window_pages >= 1);
+  // The faulting page is included without asking: the kernel reported it
+  // missing, so it must be filled whatever its neighbours are, and the
+  // caller may already have claimed it (asking would then see that claim).
+  const uint64_t limit =
+      std::min(std::max<uint64_t>(window_pages, 1), page_count - fault.value());
+  uint64_t count = 1;
+  // Stop at the first unclaimable page rather than skipping it: the window
+  // must stay one contiguous range so it can be filled with one UFFDIO_COPY.
+  while (count < limit && is_claimable(fault + count)) ++count;
+  return PageRange{fault, count};
+}
+
+}  // namespace upager::internal
