@@ -71,7 +71,9 @@ class PageTable {
 
   // Sets every entry of [first, first + count) to `e`, skipping subtrees
   // that do not exist yet when `e` is kAbsent with no flags (they already
-  // read as absent). Returns false on allocation failure.
+  // read as absent). Returns false on allocation failure. Each entry is
+  // stored on its own (the range is not one atomic update), so readers may
+  // see it half done and a failed call may have set a prefix of the range.
   [[nodiscard]] bool SetRange(PageIndex first, uint64_t count, PageEntry e);
 
   // Calls fn(PageIndex, PageEntry) for every allocated entry that is not
