@@ -1,0 +1,520 @@
+// The public API end to end on the real kernel: bad input, many regions,
+// faults the kernel takes on the application's behalf (read(2) into a
+// region), user-mode-only userfaultfds, and Stats. Every test that pages
+// checks the bytes it reads back against a shadow copy.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_support.h"
+#include "upager/upager.h"
+
+namespace upager::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
+  auto rt = Runtime::Create(o);
+  EXPECT_TRUE(rt.ok()) << rt.status();
+  return rt.ok() ? std::move(*rt) : nullptr;
+}
+
+// A byte pattern that differs per (seed, offset), never all zero.
+unsigned char Pattern(uint64_t seed, uint64_t i) {
+  return static_cast<unsigned char>((seed * 131 + i * 7 + (i >> 12) * 3) % 251 +
+                                    1);
+}
+
+// The faulting thread is woken by the fill ioctl itself, before the service
+// thread publishes the page's new state and bumps the counters, so a Stats
+// snapshot taken right after a touch can be one fill behind. Waits (bounded)
+// until every fault read so far has finished being served.
+Stats SettledStats(const Runtime& rt) {
+  Stats s = rt.stats();
+  for (int i = 0; i < 10000; ++i) {
+    const uint64_t faults = s.faults_missing_read + s.faults_missing_write +
+                            s.faults_write_protect + s.faults_minor;
+    if (s.fault_latency.count + s.fill_retries >= faults) break;
+    absl::SleepFor(absl::Milliseconds(1));
+    s = rt.stats();
+  }
+  return s;
+}
+
+std::vector<unsigned char> Shadow(uint64_t seed, size_t n) {
+  std::vector<unsigned char> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = Pattern(seed, i);
+  return v;
+}
+
+// Finds `bytes` of address space nobody uses (reserves and releases it), so
+// a test can place fixed mappings there.
+uintptr_t FreeAddressRange(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  EXPECT_NE(p, MAP_FAILED);
+  munmap(p, bytes);
+  return reinterpret_cast<uintptr_t>(p);
+}
+
+// ---------------------------------------------------------------------------
+// Bad input.
+
+TEST(RuntimeOptionsTest, ServiceThreadsOutOfRange) {
+  for (int bad : {0, 65, -1}) {
+    RuntimeOptions o;
+    o.service_threads = bad;
+    auto rt = Runtime::Create(o);
+    ASSERT_FALSE(rt.ok()) << bad;
+    EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(rt.status().message()),
+                HasSubstr(absl::StrCat("service_threads = ", bad)));
+  }
+}
+
+TEST(RuntimeOptionsTest, FaultAroundPagesOutOfRange) {
+  for (uint32_t bad : {0u, 513u}) {
+    RuntimeOptions o;
+    o.fault_around_pages = bad;
+    auto rt = Runtime::Create(o);
+    ASSERT_FALSE(rt.ok()) << bad;
+    EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(rt.status().message()),
+                HasSubstr(absl::StrCat("fault_around_pages = ", bad)));
+  }
+}
+
+TEST(RuntimeOptionsTest, MaxEventsPerReadOutOfRange) {
+  for (uint32_t bad : {0u, 65u}) {
+    RuntimeOptions o;
+    o.max_events_per_read = bad;
+    auto rt = Runtime::Create(o);
+    ASSERT_FALSE(rt.ok()) << bad;
+    EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(rt.status().message()),
+                HasSubstr(absl::StrCat("max_events_per_read = ", bad)));
+  }
+}
+
+TEST(RuntimeOptionsTest, BoundaryValuesAreAccepted) {
+  RuntimeOptions o;
+  o.service_threads = RuntimeOptions::kMaxServiceThreads;
+  o.fault_around_pages = RuntimeOptions::kMaxFaultAroundPages;
+  o.max_events_per_read = 1;
+  auto rt = MakeRuntime(o);
+  ASSERT_NE(rt, nullptr);
+  EXPECT_EQ(rt->stats().service_threads, RuntimeOptions::kMaxServiceThreads);
+  const size_t ps = rt->page_size();
+  auto r = rt->Map({.size = 600 * ps, .name = "edge"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto shadow = Shadow(7, 600 * ps);
+  std::memcpy((*r)->data(), shadow.data(), shadow.size());
+  EXPECT_EQ(std::memcmp((*r)->data(), shadow.data(), shadow.size()), 0);
+  // One fault, a 512-page window, then one more for the rest.
+  EXPECT_EQ(SettledStats(*rt).resident_pages, 600u);
+  EXPECT_EQ((*r)->resident_pages(), 600u);
+  EXPECT_TRUE(rt->Unmap(*r).ok());
+}
+
+class MapBadInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    rt_ = MakeRuntime();
+    ASSERT_NE(rt_, nullptr);
+    ps_ = rt_->page_size();
+  }
+  void ExpectNothingMapped() {
+    const Stats s = rt_->stats();
+    EXPECT_EQ(s.regions, live_);
+  }
+  std::unique_ptr<Runtime> rt_;
+  size_t ps_ = 0;
+  uint64_t live_ = 0;
+};
+
+TEST_F(MapBadInputTest, ZeroSize) {
+  auto r = rt_->Map({.size = 0, .name = "zero"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("size = 0"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("'zero'"));
+  ExpectNothingMapped();
+}
+
+TEST_F(MapBadInputTest, SizeNotPageMultiple) {
+  for (size_t bad : {size_t{1}, ps_ + 1, 3 * ps_ - 7}) {
+    auto r = rt_->Map({.size = bad, .name = "odd"});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr(absl::StrCat("size = ", bad)));
+  }
+  ExpectNothingMapped();
+}
+
+TEST_F(MapBadInputTest, MisalignedFixedAddress) {
+  const uintptr_t base = FreeAddressRange(16 * ps_);
+  for (uintptr_t bad : {base + 1, base + ps_ / 2, base + ps_ - 1}) {
+    auto r = rt_->Map({.size = 4 * ps_,
+                       .name = "misaligned",
+                       .fixed_address = reinterpret_cast<void*>(bad)});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr(absl::StrFormat("%#x", bad)));
+  }
+  // Nothing was mapped there: the range is still free.
+  void* probe = mmap(reinterpret_cast<void*>(base), 16 * ps_, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  EXPECT_EQ(probe, reinterpret_cast<void*>(base));
+  if (probe != MAP_FAILED) munmap(probe, 16 * ps_);
+  ExpectNothingMapped();
+}
+
+TEST_F(MapBadInputTest, RegionFaultAroundOutOfRange) {
+  for (uint32_t bad : {0u, 513u}) {
+    auto r =
+        rt_->Map({.size = 4 * ps_, .name = "fa", .fault_around_pages = bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr(absl::StrCat("fault_around_pages = ", bad)));
+  }
+  ExpectNothingMapped();
+}
+
+TEST_F(MapBadInputTest, FixedAddressOverlappingARegion) {
+  // Layout, in pages of a free 64-page range: the first region at [16, 32).
+  const uintptr_t base = FreeAddressRange(64 * ps_);
+  auto first =
+      rt_->Map({.size = 16 * ps_,
+                .name = "first",
+                .fixed_address = reinterpret_cast<void*>(base + 16 * ps_)});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(reinterpret_cast<uintptr_t>((*first)->data()), base + 16 * ps_);
+  live_ = 1;
+  const std::string first_range =
+      absl::StrFormat("[%#x, %#x)", base + 16 * ps_, base + 32 * ps_);
+
+  struct Case {
+    uint64_t start_page, pages;
+  };
+  // Exactly over it, starting inside it, ending inside it.
+  for (const Case c : {Case{16, 16}, Case{20, 4}, Case{24, 16}, Case{8, 9}}) {
+    auto r = rt_->Map(
+        {.size = c.pages * ps_,
+         .name = "second",
+         .fixed_address = reinterpret_cast<void*>(base + c.start_page * ps_)});
+    ASSERT_FALSE(r.ok()) << c.start_page;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists);
+    const std::string msg(r.status().message());
+    EXPECT_THAT(msg, HasSubstr("'first'")) << c.start_page;
+    EXPECT_THAT(msg, HasSubstr(first_range)) << c.start_page;
+    EXPECT_THAT(msg, HasSubstr("'second'"));
+  }
+  ExpectNothingMapped();
+  // The first region is untouched by the failed attempts and still served.
+  const auto shadow = Shadow(1, 16 * ps_);
+  std::memcpy((*first)->data(), shadow.data(), shadow.size());
+  EXPECT_EQ(std::memcmp((*first)->data(), shadow.data(), shadow.size()), 0);
+  EXPECT_GT(rt_->stats().faults_missing_write, 0u);
+  EXPECT_TRUE(rt_->Unmap(*first).ok());
+}
+
+TEST_F(MapBadInputTest, FixedAddressCoveringARegionNamesIt) {
+  // A second region that starts before the first and ends after it.
+  const uintptr_t base = FreeAddressRange(64 * ps_);
+  auto first =
+      rt_->Map({.size = 16 * ps_,
+                .name = "first",
+                .fixed_address = reinterpret_cast<void*>(base + 16 * ps_)});
+  ASSERT_TRUE(first.ok()) << first.status();
+  live_ = 1;
+  auto r = rt_->Map({.size = 32 * ps_,
+                     .name = "cover",
+                     .fixed_address = reinterpret_cast<void*>(base + 8 * ps_)});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("'first'"));
+  ExpectNothingMapped();
+  EXPECT_TRUE(rt_->Unmap(*first).ok());
+}
+
+TEST_F(MapBadInputTest, FixedAddressOverlappingForeignMapping) {
+  void* other = mmap(nullptr, 8 * ps_, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(other, MAP_FAILED);
+  std::memset(other, 0x5a, 8 * ps_);
+  auto r =
+      rt_->Map({.size = 4 * ps_,
+                .name = "onto-foreign",
+                .fixed_address = static_cast<std::byte*>(other) + 2 * ps_});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("an existing mapping"));
+  // The foreign mapping is intact.
+  std::vector<unsigned char> want(8 * ps_, 0x5a);
+  EXPECT_EQ(std::memcmp(other, want.data(), want.size()), 0);
+  munmap(other, 8 * ps_);
+  ExpectNothingMapped();
+}
+
+TEST_F(MapBadInputTest, UnmapOfNonRegionIsNotFound) {
+  int not_a_region = 0;
+  absl::Status s = rt_->Unmap(reinterpret_cast<Region*>(&not_a_region));
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  s = rt_->Unmap(nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+
+  // A region of another runtime is not one of ours.
+  auto other_rt = MakeRuntime();
+  ASSERT_NE(other_rt, nullptr);
+  auto foreign = other_rt->Map({.size = 4 * ps_, .name = "theirs"});
+  ASSERT_TRUE(foreign.ok());
+  s = rt_->Unmap(*foreign);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_EQ(other_rt->FindRegion((*foreign)->data()), *foreign);
+  EXPECT_TRUE(other_rt->Unmap(*foreign).ok());
+}
+
+TEST_F(MapBadInputTest, DoubleUnmapIsNotFound) {
+  auto r = rt_->Map({.size = 4 * ps_, .name = "once"});
+  ASSERT_TRUE(r.ok());
+  Region* region = *r;
+  std::byte* data = region->data();
+  data[0] = std::byte{1};
+  ASSERT_TRUE(rt_->Unmap(region).ok());
+  EXPECT_EQ(rt_->FindRegion(data), nullptr);
+  const absl::Status s = rt_->Unmap(region);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_EQ(rt_->stats().regions, 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Many regions.
+
+TEST(ManyRegionsTest, TenThousandRegions) {
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  const size_t ps = rt->page_size();
+  constexpr int kRegions = 10000;
+  constexpr size_t kSize = 64 << 10;
+  std::vector<Region*> regions;
+  regions.reserve(kRegions);
+  for (int i = 0; i < kRegions; ++i) {
+    auto r = rt->Map({.size = kSize, .name = absl::StrCat("r", i)});
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    regions.push_back(*r);
+  }
+  Stats s = rt->stats();
+  EXPECT_EQ(s.regions, static_cast<uint64_t>(kRegions));
+  EXPECT_EQ(s.reserved_bytes, uint64_t{kRegions} * kSize);
+
+  // Each region gets its own content (a slice of a pattern picked by its
+  // index, plus the index stamped on every page); a neighbour's fill
+  // (regions are usually adjacent) must never leak into it.
+  const std::vector<unsigned char> pattern = Shadow(11, kSize + 251);
+  auto fill = [&](int i, unsigned char* out) {
+    std::memcpy(out, pattern.data() + i % 251, kSize);
+    for (size_t off = 0; off < kSize; off += ps) {
+      const uint32_t stamp = static_cast<uint32_t>(i) + 1;
+      std::memcpy(out + off + (i % 64) * 8, &stamp, sizeof(stamp));
+    }
+  };
+  std::vector<unsigned char> shadow(kSize);
+  for (int i = 0; i < kRegions; ++i) {
+    fill(i, shadow.data());
+    std::memcpy(regions[i]->data(), shadow.data(), kSize);
+  }
+  for (int i = 0; i < kRegions; ++i) {
+    fill(i, shadow.data());
+    ASSERT_EQ(std::memcmp(regions[i]->data(), shadow.data(), kSize), 0)
+        << "region " << i;
+    const size_t probe = (i * 4099u) % kSize;
+    EXPECT_EQ(rt->FindRegion(regions[i]->data() + probe), regions[i]) << i;
+    EXPECT_EQ(regions[i]->name(), absl::StrCat("r", i));
+  }
+  s = SettledStats(*rt);
+  EXPECT_EQ(s.resident_pages, uint64_t{kRegions} * (kSize / ps));
+  EXPECT_GE(s.faults_missing_write, static_cast<uint64_t>(kRegions));
+  EXPECT_EQ(s.errors, 0u);
+
+  for (int i = 0; i < kRegions; ++i) {
+    std::byte* data = regions[i]->data();
+    ASSERT_TRUE(rt->Unmap(regions[i]).ok()) << i;
+    ASSERT_EQ(rt->FindRegion(data), nullptr) << i;
+  }
+  s = rt->stats();
+  EXPECT_EQ(s.regions, 0u);
+  EXPECT_EQ(s.reserved_bytes, 0u);
+  EXPECT_EQ(s.resident_pages, 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Faults the kernel takes for the application (copy_to_user in read(2)).
+
+class TempFile {
+ public:
+  explicit TempFile(const std::vector<unsigned char>& bytes) {
+    char name[] = "/tmp/upager_runtime_test_XXXXXX";
+    fd_ = mkstemp(name);
+    EXPECT_GE(fd_, 0) << std::strerror(errno);
+    unlink(name);
+    EXPECT_EQ(pwrite(fd_, bytes.data(), bytes.size(), 0),
+              static_cast<ssize_t>(bytes.size()));
+  }
+  ~TempFile() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+TEST(KernelFaultTest, ReadSyscallIntoUntouchedPages) {
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  const Stats before = rt->stats();
+  ASSERT_EQ(before.uffd_mode, "full");
+  ASSERT_TRUE(before.kernel_faults_served);
+  const size_t ps = rt->page_size();
+  auto r = rt->Map({.size = 64 * ps, .name = "kernel-io"});
+  ASSERT_TRUE(r.ok());
+  std::byte* p = (*r)->data();
+  const auto file_bytes = Shadow(3, 3 * ps);
+  TempFile f(file_bytes);
+
+  std::vector<unsigned char> shadow(64 * ps, 0);
+  // A whole page, then a read straddling two untouched pages mid-page.
+  ASSERT_EQ(pread(f.fd(), p, ps, 0), static_cast<ssize_t>(ps))
+      << std::strerror(errno);
+  std::memcpy(shadow.data(), file_bytes.data(), ps);
+  const size_t off = 40 * ps + 123;
+  ASSERT_EQ(pread(f.fd(), p + off, 2 * ps, ps), static_cast<ssize_t>(2 * ps))
+      << std::strerror(errno);
+  std::memcpy(shadow.data() + off, file_bytes.data() + ps, 2 * ps);
+
+  EXPECT_EQ(std::memcmp(p, shadow.data(), shadow.size()), 0);
+  const Stats s = rt->stats();
+  EXPECT_GE(s.faults_missing_write, 2u);  // copy_to_user writes
+  EXPECT_EQ(s.errors, 0u);
+  EXPECT_TRUE(rt->Unmap(*r).ok());
+}
+
+TEST(KernelFaultTest, UserModeOnlyFailsKernelFaultsWithEfault) {
+  RuntimeOptions o;
+  o.uffd_open = UffdOpenMode::kUserModeOnly;
+  auto created = Runtime::Create(o);
+  if (!created.ok()) {
+    UPAGER_SKIP_MISSING_FEATURE(
+        absl::StrCat("UFFD_USER_MODE_ONLY: ", created.status().ToString()));
+  }
+  std::unique_ptr<Runtime> rt = std::move(*created);
+  const Stats s0 = rt->stats();
+  EXPECT_EQ(s0.uffd_mode, "user-mode-only");
+  EXPECT_FALSE(s0.kernel_faults_served);
+  EXPECT_THAT(s0.uffd_open_path, HasSubstr("USER_MODE_ONLY"));
+
+  const size_t ps = rt->page_size();
+  auto r = rt->Map({.size = 32 * ps, .name = "umo", .fault_around_pages = 1});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::byte* p = (*r)->data();
+  const auto file_bytes = Shadow(5, ps);
+  TempFile f(file_bytes);
+
+  // The kernel may not resolve a fault on our behalf: EFAULT, and the
+  // untouched page stays untouched.
+  errno = 0;
+  EXPECT_EQ(pread(f.fd(), p + 8 * ps, ps, 0), -1);
+  EXPECT_EQ(errno, EFAULT);
+
+  // A user-space touch still works, and after it the same read(2) does too.
+  std::vector<unsigned char> shadow(32 * ps, 0);
+  p[8 * ps] = std::byte{0x11};
+  shadow[8 * ps] = 0x11;
+  EXPECT_EQ(std::memcmp(p, shadow.data(), shadow.size()), 0);
+  ASSERT_EQ(pread(f.fd(), p + 8 * ps, ps, 0), static_cast<ssize_t>(ps));
+  std::memcpy(shadow.data() + 8 * ps, file_bytes.data(), ps);
+  EXPECT_EQ(std::memcmp(p, shadow.data(), shadow.size()), 0);
+  const Stats s = rt->stats();
+  EXPECT_GT(s.faults_missing_write + s.faults_missing_read, 0u);
+  EXPECT_EQ(s.errors, 0u);
+  EXPECT_TRUE(rt->Unmap(*r).ok());
+}
+
+// ---------------------------------------------------------------------------
+// Stats.
+
+TEST(StatsTest, LatencyAndToString) {
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  const size_t ps = rt->page_size();
+  auto r =
+      rt->Map({.size = 256 * ps, .name = "stats", .fault_around_pages = 1});
+  ASSERT_TRUE(r.ok());
+  std::byte* p = (*r)->data();
+  std::vector<unsigned char> shadow(256 * ps, 0);
+  for (size_t i = 0; i < 128; ++i) {
+    p[i * ps + i] = static_cast<std::byte>(i + 1);
+    shadow[i * ps + i] = static_cast<unsigned char>(i + 1);
+  }
+  EXPECT_EQ(std::memcmp(p, shadow.data(), shadow.size()), 0);
+
+  const Stats s = SettledStats(*rt);
+  EXPECT_EQ(s.faults_missing_write, 128u);
+  EXPECT_EQ(s.faults_missing_read, 128u);
+  EXPECT_EQ(s.resident_pages, 128u);
+  EXPECT_EQ(s.zero_mapped_pages, 128u);
+  EXPECT_EQ(s.pages_zero_filled, 128u);
+  EXPECT_EQ(s.pages_zero_mapped, 128u);
+  EXPECT_EQ(s.pages_fault_around, 0u);
+  EXPECT_EQ(s.regions, 1u);
+  EXPECT_EQ(s.reserved_bytes, 256 * ps);
+  EXPECT_GT(s.metadata_bytes, 0u);
+  EXPECT_GE(s.events_read, 256u);
+  EXPECT_GT(s.reads, 0u);
+  EXPECT_EQ(s.errors, 0u);
+  EXPECT_TRUE(s.first_error.empty());
+  EXPECT_TRUE(rt->status().ok());
+  EXPECT_EQ(s.service_threads, 1);
+  EXPECT_FALSE(s.uffd_feature_names.empty());
+
+  EXPECT_EQ(s.fault_latency.count, 256u);
+  EXPECT_LE(s.fault_latency.p50_ns, s.fault_latency.p90_ns);
+  EXPECT_LE(s.fault_latency.p90_ns, s.fault_latency.p99_ns);
+  EXPECT_LE(s.fault_latency.p99_ns, s.fault_latency.max_ns);
+  EXPECT_GT(s.fault_latency.max_ns, 0u);
+  EXPECT_GT(s.fault_latency.mean_ns, 0.0);
+  EXPECT_LE(s.fault_latency.mean_ns,
+            static_cast<double>(s.fault_latency.max_ns));
+
+  const std::string text = s.ToString();
+  EXPECT_THAT(text, HasSubstr("faults:"));
+  EXPECT_THAT(text, HasSubstr("128 missing-write"));
+  EXPECT_THAT(text, HasSubstr("128 missing-read"));
+  EXPECT_THAT(text, HasSubstr("n=256"));
+  EXPECT_THAT(text, HasSubstr("1 region(s)"));
+  EXPECT_TRUE(rt->Unmap(*r).ok());
+  EXPECT_EQ(rt->stats().regions, 0u);
+}
+
+}  // namespace
+}  // namespace upager::testing
