@@ -44,6 +44,9 @@ class AddressMap {
   // The interval containing addr, if any.
   std::optional<Interval> Find(uintptr_t addr) const;
 
+  // The lowest interval overlapping [start, end), if any.
+  std::optional<Interval> FirstOverlap(uintptr_t start, uintptr_t end) const;
+
   // Removes [start, end) from whatever intervals it overlaps (splitting
   // them); returns the pieces removed, in address order, each with the
   // region page its own first byte holds. Empty if start >= end.

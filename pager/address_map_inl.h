@@ -68,6 +68,16 @@ auto AddressMap<Owner>::Find(uintptr_t addr) const -> std::optional<Interval> {
 }
 
 template <typename Owner>
+auto AddressMap<Owner>::FirstOverlap(uintptr_t start, uintptr_t end) const
+    -> std::optional<Interval> {
+  if (start >= end) return std::nullopt;
+  if (auto iv = Find(start); iv.has_value()) return iv;
+  auto it = map_.lower_bound(start);
+  if (it == map_.end() || it->first >= end) return std::nullopt;
+  return it->second;
+}
+
+template <typename Owner>
 auto AddressMap<Owner>::Erase(uintptr_t start, uintptr_t end)
     -> std::vector<Interval> {
   assert(start % page_size_ == 0 && end % page_size_ == 0);

@@ -270,6 +270,30 @@ void PageTable::ForEachInSubtree(
   }
 }
 
+void PageTable::ForEachNonAbsentInRange(
+    PageIndex first, uint64_t count,
+    absl::FunctionRef<void(PageIndex, PageEntry)> fn) const {
+  const uint64_t end = first.value() + std::min(count, page_count_ - std::min(
+                                                           first.value(), page_count_));
+  uint64_t page = first.value();
+  while (page < end) {
+    uint64_t missing_span = 0;
+    const Leaf* leaf = FindLeaf(page, &missing_span);
+    if (leaf == nullptr) {
+      // Skip to the end of the missing subtree (spans are aligned).
+      const uint64_t span = missing_span == 0 ? 1 : missing_span;
+      page = (page / span + 1) * span;
+      continue;
+    }
+    const uint64_t leaf_end = std::min(end, (page / kFanout + 1) * kFanout);
+    for (; page < leaf_end; ++page) {
+      const uint64_t raw =
+          leaf->entries[page % kFanout].load(std::memory_order_acquire);
+      if (raw != 0) fn(PageIndex(page), PageEntry(raw));
+    }
+  }
+}
+
 void PageTable::ForEachNonAbsent(
     absl::FunctionRef<void(PageIndex, PageEntry)> fn) const {
   if (root_ == nullptr) return;

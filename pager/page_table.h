@@ -81,6 +81,13 @@ class PageTable {
   // this table (reads are fine). Concurrent writers may or may not be seen.
   void ForEachNonAbsent(absl::FunctionRef<void(PageIndex, PageEntry)> fn) const;
 
+  // As ForEachNonAbsent, restricted to [first, first + count) (clipped to
+  // page_count()); subtrees never allocated are skipped without a visit, so
+  // dropping a huge, mostly untouched range costs what it touched.
+  void ForEachNonAbsentInRange(
+      PageIndex first, uint64_t count,
+      absl::FunctionRef<void(PageIndex, PageEntry)> fn) const;
+
   // Bytes of metadata this table holds right now (nodes + root).
   size_t MetadataBytes() const {
     return metadata_bytes_.load(std::memory_order_relaxed);

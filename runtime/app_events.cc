@@ -4,7 +4,12 @@
 //
 // Ordering: the kernel completes such an event (lets the application's
 // call continue) as soon as a service thread has *read* it, and only then
-// zaps the pages. A fill that was in flight can therefore land before the
+// zaps the pages. Events are applied in read order, under the fault
+// service's event mutex, before any later-read fault is served (see
+// FaultService, "Event order"); so a page the application touches after
+// its madvise returned is never dropped by that madvise's late REMOVE, and
+// mremap's REMAP is applied before the UNMAP of the old range that follows
+// it. A fill that was in flight can therefore land before the
 // zap and be dropped by it; the page table then says present while the
 // kernel has nothing, and the next touch takes a missing fault that
 // HandleMissing serves as a fresh zero page (what the application's
@@ -19,9 +24,7 @@ namespace upager::internal {
 
 void Engine::DropPages(RegionCore* core, PageIndex first, uint64_t count) {
   PageTable& table = core->table;
-  const uint64_t end = std::min<uint64_t>(first.value() + count, core->pages);
-  for (PageIndex p = first; p.value() < end; ++p) {
-    PageEntry cur = table.Get(p);
+  table.ForEachNonAbsentInRange(first, count, [&](PageIndex p, PageEntry cur) {
     while (cur.raw() != 0 && cur.state() != PageState::kFilling) {
       if (table.CompareExchange(p, &cur, PageEntry())) {
         if (cur.state() == PageState::kResident) {
@@ -29,10 +32,10 @@ void Engine::DropPages(RegionCore* core, PageIndex first, uint64_t count) {
         } else if (cur.state() == PageState::kZero) {
           core->zero_mapped.fetch_sub(1, std::memory_order_relaxed);
         }
-        break;
+        return;
       }
     }
-  }
+  });
 }
 
 void Engine::HandleRemove(uintptr_t start, uintptr_t end) {
@@ -66,6 +69,11 @@ void Engine::HandleRemap(uintptr_t from, uintptr_t to, uint64_t len) {
   // (len is the old length) is not in the map and is served as foreign
   // anonymous memory; a shrunk tail arrives as its own UNMAP.
   absl::MutexLock lock(&map_mu_);
+  // MREMAP_FIXED over another region replaces its pages: drop them before
+  // the move overwrites their map entries.
+  for (const auto& iv : map_.Erase(to, to + len)) {
+    DropPages(iv.owner, iv.first_page, (iv.end - iv.start) / page_size_);
+  }
   map_.Move(from, to, len);
 }
 

@@ -29,6 +29,47 @@ std::vector<os::UffdOpenPath> OpenPaths(UffdOpenMode mode) {
 
 }  // namespace
 
+// Holds every live Engine's locks across fork(), so that a child never
+// inherits one locked by a parent thread that does not exist there (a
+// service thread applying a large REMOVE, say): the child may then still
+// call stats() and destroy the Runtime. The forking thread takes
+// registry -> map_mu_ -> error_mu_, the one lock order used anywhere.
+struct ForkGuard {
+  static absl::Mutex mu;
+  static std::vector<Engine*>* live ABSL_GUARDED_BY(mu);
+
+  static void Register(Engine* e) {
+    static const int registered = os::AtFork(&Prepare, &Release, &Release);
+    (void)registered;
+    absl::MutexLock lock(&mu);
+    if (live == nullptr) live = new std::vector<Engine*>();
+    live->push_back(e);
+  }
+  static void Unregister(Engine* e) {
+    absl::MutexLock lock(&mu);
+    live->erase(std::find(live->begin(), live->end(), e));
+  }
+  static void Prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    mu.Lock();
+    if (live == nullptr) return;
+    for (Engine* e : *live) {
+      e->map_mu_.Lock();
+      e->error_mu_.Lock();
+    }
+  }
+  static void Release() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (live != nullptr) {
+      for (Engine* e : *live) {
+        e->error_mu_.Unlock();
+        e->map_mu_.Unlock();
+      }
+    }
+    mu.Unlock();
+  }
+};
+ABSL_CONST_INIT absl::Mutex ForkGuard::mu(absl::kConstInit);
+std::vector<Engine*>* ForkGuard::live = nullptr;
+
 uint64_t Engine::WantedFeatures() {
   namespace f = os::uffd_feature;
   // EVENT_FORK is deliberately not requested: a fork() child then gets a
@@ -82,6 +123,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                      options.max_events_per_read);
   if (!service.ok()) return service.status();
   e->service_ = std::move(*service);
+  ForkGuard::Register(e.get());
   return e;
 }
 
@@ -100,6 +142,7 @@ bool Engine::InForkChild() const {
 
 Engine::~Engine() {
   const bool child = InForkChild();
+  if (service_ != nullptr) ForkGuard::Unregister(this);
   if (service_ != nullptr) {
     if (child) {
       service_->AbandonAfterFork();
@@ -211,18 +254,16 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
     }
     // The kernel just gave us this range, so whatever the map still holds
     // there was munmapped by the application and its UNMAP event is read
-    // but not yet handled. Let the service threads finish, then retry.
-    service_->WaitForQuiescence();
+    // but not yet applied. Wait until it is, then retry.
+    service_->SyncEvents();
   }
 }
 
 std::string Engine::DescribeOccupant(uintptr_t start, uint64_t size) const {
   absl::ReaderMutexLock lock(&map_mu_);
-  for (uintptr_t a : {start, start + size - page_size_}) {
-    if (auto iv = map_.Find(a); iv.has_value()) {
-      return absl::StrFormat("region '%s' at [%#x, %#x)",
-                             iv->owner->region->name(), iv->start, iv->end);
-    }
+  if (auto iv = map_.FirstOverlap(start, start + size); iv.has_value()) {
+    return absl::StrFormat("region '%s' at [%#x, %#x)",
+                           iv->owner->region->name(), iv->start, iv->end);
   }
   return "an existing mapping";
 }
@@ -233,6 +274,11 @@ absl::Status Engine::Unmap(Region* region) {
         "Runtime::Unmap called in a fork() child; a Runtime serves only the "
         "process that created it");
   }
+  // An application munmap of part of this region may have returned with
+  // its UNMAP event read but not yet applied: apply it first, or the hole
+  // (and whatever the application mapped there since) would be unmapped
+  // below as if it were still ours.
+  service_->SyncEvents();
   std::unique_ptr<RegionCore> core;
   std::vector<AddressMap<RegionCore*>::Interval> intervals;
   {
@@ -269,6 +315,8 @@ absl::Status Engine::Unmap(Region* region) {
 }
 
 Region* Engine::FindRegion(const void* addr) const {
+  // Reflect every munmap/mremap that has returned to the application.
+  if (!InForkChild()) service_->SyncEvents();
   absl::ReaderMutexLock lock(&map_mu_);
   const auto iv = map_.Find(reinterpret_cast<uintptr_t>(addr));
   return iv.has_value() ? iv->owner->region : nullptr;
@@ -285,16 +333,9 @@ bool Engine::Resolve(uintptr_t addr, Target* t) const {
   return true;
 }
 
-void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
-                   std::vector<os::UffdEvent>* deferred) {
-  if (!fresh.empty()) {
-    counters_.reads.Add();
-    counters_.events_read.Add(fresh.size());
-  }
-  // Address-space events first: a fault in the same batch is then resolved
-  // against the layout the application already sees (a fault on a range
-  // that was just removed is served as a fresh zero page, which is what
-  // the application's madvise promised).
+void Engine::ApplyEvents(absl::Span<const os::UffdEvent> fresh) {
+  counters_.reads.Add();
+  counters_.events_read.Add(fresh.size());
   for (const os::UffdEvent& e : fresh) {
     switch (e.kind) {
       case os::UffdEvent::Kind::kPageFault:
@@ -318,6 +359,14 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
         break;
     }
   }
+}
+
+void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
+                   std::vector<os::UffdEvent>* deferred) {
+  // The batch's address-space events were applied already (ApplyEvents),
+  // so a fault is resolved against the layout the application sees: a
+  // fault on a range just removed gets a fresh zero page, which is what
+  // the application's madvise promised.
   std::vector<os::UffdEvent> retry;
   retry.swap(*deferred);
   for (const os::UffdEvent& e : fresh) {
@@ -347,6 +396,7 @@ absl::Status Engine::status() const {
 }
 
 Stats Engine::stats() const {
+  if (!InForkChild()) service_->SyncEvents();
   Stats s;
   s.uffd_mode = uffd_->user_mode_only() ? "user-mode-only" : "full";
   s.uffd_open_path = os::UffdOpenPathName(uffd_->path());

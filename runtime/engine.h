@@ -17,6 +17,12 @@
 //   the region from the map, unregisters it (later fills get ENOENT), waits
 //   for FaultService quiescence, and only then unmaps and deletes it, so no
 //   fill can land in memory that a new mapping reuses.
+// - Address-space events (REMOVE, UNMAP, REMAP) are applied in the order
+//   they were read, before any fault read after them is served (see
+//   FaultService, "Event order"). Map and Unmap call SyncEvents() first, so
+//   an application munmap that returned is reflected in the map.
+// - fork(): an atfork handler holds map_mu_ and error_mu_ of every live
+//   Engine across fork(), so the child never inherits them locked.
 // - Deferred faults (EAGAIN) keep only the raw event and look the region up
 //   again on retry.
 // - Counters are relaxed atomics; the sticky error is guarded by error_mu_.
@@ -62,6 +68,7 @@ class Engine final : public FaultService::Handler {
   size_t page_size() const { return page_size_; }
 
   // FaultService::Handler.
+  void ApplyEvents(absl::Span<const os::UffdEvent> fresh) override;
   void Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
              std::vector<os::UffdEvent>* deferred) override;
   void OnServiceError(absl::Status status) override;
@@ -97,6 +104,7 @@ class Engine final : public FaultService::Handler {
   // the counters; leaves kFilling pages to their claimant.
   void DropPages(RegionCore* core, PageIndex first, uint64_t count);
 
+  friend struct ForkGuard;
   void RecordError(const absl::Status& s);
   // "region 'x' at [a, b)" or "an existing mapping", for error messages.
   std::string DescribeOccupant(uintptr_t start, uint64_t size) const;

@@ -71,6 +71,10 @@ void FaultService::WaitForQuiescence() const {
   }
 }
 
+void FaultService::SyncEvents() const {
+  absl::MutexLock lock(&event_mu_);
+}
+
 void FaultService::Loop(int index) {
   std::vector<os::UffdEvent> batch(batch_);
   std::vector<os::UffdEvent> deferred;
@@ -91,12 +95,16 @@ void FaultService::Loop(int index) {
     epoch.fetch_add(1, std::memory_order_acq_rel);  // odd: in a batch
     size_t count = 0;
     if (ready & 1) {
+      absl::MutexLock lock(&event_mu_);
       const os::ReadResult r = uffd_->ReadEvents(absl::MakeSpan(batch));
       if (r.error != 0) {
         handler_->OnServiceError(
             os::ErrnoToStatus(r.error, "read(userfaultfd)"));
       }
       count = r.count;
+      if (count > 0) {
+        handler_->ApplyEvents(absl::MakeConstSpan(batch.data(), count));
+      }
     }
     if (count > 0 || !deferred.empty()) {
       handler_->Serve(absl::MakeConstSpan(batch.data(), count),

@@ -4,6 +4,14 @@
 // as "deferred" and are retried after the next read, which is what lets the
 // pending event that caused the EAGAIN be read and its mmap_changing drop.
 //
+// Event order: the kernel lets an application's munmap/mremap/madvise return
+// as soon as a service thread has *read* its event, so events must take
+// effect in the order they were read, and before any fault read after them
+// is served. Each thread therefore reads its batch and applies the batch's
+// address-space events under event_mu_; faults are served outside it, in
+// parallel. SyncEvents() (lock + unlock) returns once every event already
+// read has been applied.
+//
 // Quiescence: each thread bumps an epoch before and after a batch (odd =
 // inside a batch). WaitForQuiescence() returns once every thread has been
 // seen outside the batch it was in when the call started; anything a
@@ -21,8 +29,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "runtime/os/userfaultfd.h"
 #include "runtime/os/wakeup.h"
@@ -37,7 +47,11 @@ class FaultService {
   class Handler {
    public:
     virtual ~Handler() = default;
-    // Serves `fresh` events (read at `read_ns`) and then retries every event
+    // Applies the address-space events (not the faults) of a batch just
+    // read, in order. Called with event_mu_ held: must not block on
+    // anything a service thread does.
+    virtual void ApplyEvents(absl::Span<const os::UffdEvent> fresh) = 0;
+    // Serves the page faults among `fresh` events (read at `read_ns`) and then retries every event
     // in *deferred; leaves in *deferred the ones to retry again later.
     virtual void Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
                        std::vector<os::UffdEvent>* deferred) = 0;
@@ -55,6 +69,8 @@ class FaultService {
   // In a fork() child the threads do not exist: forget them without joining.
   void AbandonAfterFork();
   void WaitForQuiescence() const;
+  // Returns once every event read so far has been applied.
+  void SyncEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
 
   int threads() const { return static_cast<int>(threads_.size()); }
 
@@ -66,6 +82,9 @@ class FaultService {
   FaultService(os::Uffd* uffd, Handler* handler, os::EventFd stop,
                uint32_t batch, int threads);
   void Loop(int index);
+
+  // Held across "read a batch + apply its address-space events".
+  mutable absl::Mutex event_mu_;
 
   os::Uffd* const uffd_;
   Handler* const handler_;

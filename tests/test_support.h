@@ -2,7 +2,10 @@
 #ifndef UPAGER_TESTS_TEST_SUPPORT_H_
 #define UPAGER_TESTS_TEST_SUPPORT_H_
 
+#include <functional>
 #include <string>
+
+#include "absl/time/time.h"
 
 #include "gtest/gtest.h"
 
@@ -11,6 +14,12 @@ namespace upager::testing {
 // True when UPAGER_REQUIRE_FEATURES=1: a missing kernel feature must fail the
 // test instead of skipping it (CI runs on kernels that have every feature).
 bool RequireFeatures();
+
+// Polls `pred` until it holds or `timeout` passes; returns its last value.
+// For state a service thread publishes just after waking the application
+// (Stats trail a fill by microseconds), never for timing.
+bool Eventually(const std::function<bool()>& pred,
+                absl::Duration timeout = absl::Seconds(5));
 
 }  // namespace upager::testing
 

@@ -1,6 +1,7 @@
 #include "runtime/os/wakeup.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -58,5 +59,9 @@ uint32_t CurrentThreadId() { return static_cast<uint32_t>(syscall(SYS_gettid)); 
 int CurrentProcessId() { return getpid(); }
 
 void CloseFd(int fd) { close(fd); }
+
+int AtFork(void (*prepare)(), void (*parent)(), void (*child)()) {
+  return pthread_atfork(prepare, parent, child);
+}
 
 }  // namespace upager::internal::os

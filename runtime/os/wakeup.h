@@ -42,6 +42,10 @@ uint32_t CurrentThreadId();
 // Process id of the caller (getpid()).
 int CurrentProcessId();
 
+// pthread_atfork: registers handlers run around every fork() of the
+// process. Returns 0 or an errno. Handlers cannot be removed; register once.
+int AtFork(void (*prepare)(), void (*parent)(), void (*child)());
+
 // Closes a descriptor (used where a kernel event hands us one we do not
 // keep, e.g. a fork event's uffd).
 void CloseFd(int fd);

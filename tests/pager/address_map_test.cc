@@ -297,3 +297,22 @@ TEST(AddressMapTest, RandomOpsAgainstPageShadow) {
 
 }  // namespace
 }  // namespace upager::internal
+
+namespace upager::internal {
+namespace {
+
+TEST(AddressMapOverlapTest, FirstOverlapFindsCoveredAndPartialIntervals) {
+  AddressMap<int> m(4096);
+  ASSERT_TRUE(m.Insert(0x10000, 0x20000, PageIndex(0), 1).ok());
+  ASSERT_TRUE(m.Insert(0x30000, 0x40000, PageIndex(0), 2).ok());
+  EXPECT_FALSE(m.FirstOverlap(0x0, 0x10000).has_value());
+  EXPECT_FALSE(m.FirstOverlap(0x20000, 0x30000).has_value());
+  EXPECT_EQ(m.FirstOverlap(0x0, 0x50000)->owner, 1);    // covers both
+  EXPECT_EQ(m.FirstOverlap(0x1f000, 0x21000)->owner, 1);  // starts inside
+  EXPECT_EQ(m.FirstOverlap(0x21000, 0x31000)->owner, 2);  // ends inside
+  EXPECT_EQ(m.FirstOverlap(0x25000, 0x45000)->owner, 2);  // covers one
+  EXPECT_FALSE(m.FirstOverlap(0x15000, 0x15000).has_value());
+}
+
+}  // namespace
+}  // namespace upager::internal

@@ -441,3 +441,35 @@ TEST(PageTableTest, CheckInvariantsReportsLeakedFillAndReservedBits) {
 
 }  // namespace
 }  // namespace upager::internal
+
+namespace upager::internal {
+namespace {
+
+TEST(PageTableRangeTest, ForEachNonAbsentInRangeVisitsExactlyTheRange) {
+  // 3 levels; entries scattered over several leaves and subtrees.
+  PageTable t(512 * 512 * 4);
+  std::map<uint64_t, uint64_t> shadow;
+  for (uint64_t p : {0ull, 1ull, 511ull, 512ull, 70000ull, 262143ull, 262144ull,
+                     600000ull, 1048575ull}) {
+    ASSERT_TRUE(t.Set(PageIndex(p), PageEntry::Of(PageState::kResident)
+                                        .with_slot(p)));
+    shadow[p] = p;
+  }
+  for (auto [first, count] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {0, 1}, {1, 511}, {0, 1ull << 20}, {512, 262000}, {262143, 2},
+           {300000, 300000}, {1048575, 100}, {5, 0}}) {
+    std::vector<uint64_t> seen, want;
+    t.ForEachNonAbsentInRange(PageIndex(first), count,
+                              [&](PageIndex p, PageEntry e) {
+                                EXPECT_EQ(e.slot(), p.value());
+                                seen.push_back(p.value());
+                              });
+    for (auto [p, v] : shadow) {
+      if (p >= first && p < first + count) want.push_back(p);
+    }
+    EXPECT_EQ(seen, want) << "range [" << first << ", +" << count << ")";
+  }
+}
+
+}  // namespace
+}  // namespace upager::internal

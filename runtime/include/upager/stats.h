@@ -1,4 +1,10 @@
 // Runtime statistics: a snapshot the application may take at any time.
+//
+// Every address-space event (munmap, mremap, madvise) that has returned to
+// the application is reflected. Fills are not atomic with it: the service
+// thread wakes the faulting thread first and publishes the page states and
+// counters microseconds later, so a snapshot taken right after a touch may
+// trail it by the fills in flight.
 #ifndef UPAGER_STATS_H_
 #define UPAGER_STATS_H_
 
