@@ -149,12 +149,27 @@ bool SkipIfError(benchmark::State& state, const absl::Status& s);
 // did not run. Returns true when skipped.
 bool SkipIfNoRuntime(benchmark::State& state, Pager pager);
 
-// upager's missing faults so far (read + write), for a faults-per-page
-// counter; 0 for kKernel or without a Runtime.
-uint64_t UpagerFaultsSoFar(Pager pager);
+// upager's fault counters at one instant, for per-iteration deltas of a
+// Runtime that every benchmark shares. All zero for kKernel.
+struct UpagerTally {
+  uint64_t faults = 0;    // missing faults read (read + write)
+  uint64_t served = 0;    // faults with a recorded service time
+  double service_ns = 0;  // their summed service time, ns
 
-// "kernel" or "upager".
-const char* PagerName(Pager pager);
+  UpagerTally& operator+=(const UpagerTally& o);
+  UpagerTally operator-(const UpagerTally& o) const;
+};
+UpagerTally TallyUpager(Pager pager);
+
+// For kUpager, sets counters from the faults taken while touching `pages`
+// pages: faults_per_page (1/16 with default fault-around, 1 without) and
+// service_ns, the mean time the service thread spent per fault, from
+// reading it off the userfaultfd to the return of the ioctl that filled
+// the pages and woke the faulting thread (so it includes sending that
+// wakeup). The rest of a fault's end-to-end time is trapping, waking the
+// service thread, and scheduling.
+void SetUpagerCounters(benchmark::State& state, Pager pager,
+                       const UpagerTally& tally, int64_t pages);
 
 }  // namespace upager::bench
 

@@ -37,13 +37,13 @@ void BM_FirstTouchSequential(benchmark::State& state, Pager pager) {
   // later ones reuse what the previous iteration freed moments before.
   if (SkipIfError(state, WarmHostMemory(kSeqMapBytes))) return;
   int64_t timed_ns = 0;
-  uint64_t faults = 0;
+  UpagerTally tally;
   for (auto _ : state) {
     absl::StatusOr<FreshMemory> mem =
         FreshMemory::Map(pager, kSeqMapBytes, std::nullopt);
     if (SkipIfError(state, mem.status())) break;
     std::byte* const base = mem->data();
-    const uint64_t faults_before = UpagerFaultsSoFar(pager);
+    const UpagerTally before = TallyUpager(pager);
 
     const int64_t start = NowNanos();
     for (uint64_t page = 0; page < kSeqPages; ++page) TouchPage(base, page);
@@ -51,7 +51,7 @@ void BM_FirstTouchSequential(benchmark::State& state, Pager pager) {
 
     state.SetIterationTime(static_cast<double>(end - start) * 1e-9);
     timed_ns += end - start;
-    faults += UpagerFaultsSoFar(pager) - faults_before;
+    tally += TallyUpager(pager) - before;
     if (SkipIfError(state,
                     VerifyTouchedRange(base, 0, kSeqPages, kSeqFullCheckStride,
                                        kSeqPages + kSeqTailPages - 1)) ||
@@ -65,9 +65,7 @@ void BM_FirstTouchSequential(benchmark::State& state, Pager pager) {
   state.SetItemsProcessed(pages);
   state.SetBytesProcessed(pages * static_cast<int64_t>(kPageSize));
   state.counters["ns_per_page"] = static_cast<double>(timed_ns) / pages;
-  if (pager == Pager::kUpager) {
-    state.counters["faults_per_page"] = static_cast<double>(faults) / pages;
-  }
+  SetUpagerCounters(state, pager, tally, pages);
 }
 
 // --- FirstTouch/Random: single-page faults at scattered addresses, each
@@ -99,13 +97,13 @@ void BM_FirstTouchRandom(benchmark::State& state, Pager pager) {
                                  kRandTouches);
   size_t recorded = 0;
   int64_t timed_ns = 0;
-  uint64_t faults = 0;
+  UpagerTally tally;
   for (auto _ : state) {
     absl::StatusOr<FreshMemory> mem = FreshMemory::Map(
         pager, kRandRegionPages * kPageSize, /*fault_around_pages=*/1);
     if (SkipIfError(state, mem.status())) break;
     std::byte* const base = mem->data();
-    const uint64_t faults_before = UpagerFaultsSoFar(pager);
+    const UpagerTally before = TallyUpager(pager);
 
     // One clock read per touch: each interval runs from the end of the
     // previous touch to the end of this one, so the intervals add up to
@@ -122,7 +120,7 @@ void BM_FirstTouchRandom(benchmark::State& state, Pager pager) {
 
     state.SetIterationTime(static_cast<double>(prev - start) * 1e-9);
     timed_ns += prev - start;
-    faults += UpagerFaultsSoFar(pager) - faults_before;
+    tally += TallyUpager(pager) - before;
     if (SkipIfError(state, VerifyTouched(base, order, kRandFullCheckStride,
                                          untouched)) ||
         SkipIfError(state, mem->PagerStatus()) ||
@@ -138,9 +136,7 @@ void BM_FirstTouchRandom(benchmark::State& state, Pager pager) {
   state.counters["ns_per_page"] = static_cast<double>(timed_ns) / pages;
   state.counters["p50_ns"] = static_cast<double>(Percentile(latencies, 0.50));
   state.counters["p99_ns"] = static_cast<double>(Percentile(latencies, 0.99));
-  if (pager == Pager::kUpager) {
-    state.counters["faults_per_page"] = static_cast<double>(faults) / pages;
-  }
+  SetUpagerCounters(state, pager, tally, pages);
 }
 
 // Registered kernel first, then upager, so the console shows each pair

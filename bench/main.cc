@@ -9,8 +9,10 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/bench_util.h"
+#include "bench/wake_calibration.h"
 #include "benchmark/benchmark.h"
 #include "upager/runtime.h"
 
@@ -42,6 +44,28 @@ void AddUpagerContext() {
                               std::to_string(s.service_threads));
 }
 
+// Records the cost of a thread hand-off on one CPU and across two (see
+// wake_calibration.h): upager's per-fault numbers move with the second one,
+// and the scheduler, not the benchmark, decides which of the two a run
+// gets. `taskset -c 0` forces the first.
+void AddWakeContext() {
+  // 2000 round trips: ~0.2 s even where a cross-CPU trip costs 100 us.
+  constexpr int kRounds = 2000;
+  const std::vector<int> cpus = AllowedCpus();
+  benchmark::AddCustomContext("cpus_allowed", absl::StrJoin(cpus, ","));
+  if (cpus.empty()) return;
+  auto describe = [](const absl::StatusOr<double>& us) {
+    return us.ok() ? absl::StrFormat("%.1f", *us) : us.status().ToString();
+  };
+  benchmark::AddCustomContext(
+      "wake_roundtrip_us_same_cpu",
+      describe(WakeRoundTripMicros(cpus[0], cpus[0], kRounds)));
+  if (cpus.size() < 2) return;
+  benchmark::AddCustomContext(
+      "wake_roundtrip_us_cross_cpu",
+      describe(WakeRoundTripMicros(cpus[0], cpus[1], kRounds)));
+}
+
 }  // namespace
 }  // namespace upager::bench
 
@@ -60,6 +84,7 @@ int main(int argc, char** argv) {
       upager::bench::ReadFirstLine(
           "/sys/module/page_reporting/parameters/page_reporting_order"));
   upager::bench::AddUpagerContext();
+  upager::bench::AddWakeContext();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

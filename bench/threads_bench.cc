@@ -38,14 +38,14 @@ void BM_FirstTouchThreads2(benchmark::State& state, Pager pager) {
   // later ones reuse what the previous iteration freed moments before.
   if (SkipIfError(state, WarmHostMemory(kThreadsMapBytes))) return;
   int64_t timed_ns = 0;
-  uint64_t faults = 0;
+  UpagerTally tally;
   for (auto _ : state) {
     absl::StatusOr<FreshMemory> mem =
         FreshMemory::Map(pager, kThreadsMapBytes,
                          /*fault_around_pages=*/1);
     if (SkipIfError(state, mem.status())) break;
     std::byte* const base = mem->data();
-    const uint64_t faults_before = UpagerFaultsSoFar(pager);
+    const UpagerTally before = TallyUpager(pager);
 
     // Threads are created outside the timed part and released together by
     // a latch (a futex wake, no spinning: on two cores a spinning waiter
@@ -78,7 +78,7 @@ void BM_FirstTouchThreads2(benchmark::State& state, Pager pager) {
     }
     state.SetIterationTime(static_cast<double>(end - start) * 1e-9);
     timed_ns += end - start;
-    faults += UpagerFaultsSoFar(pager) - faults_before;
+    tally += TallyUpager(pager) - before;
     if (SkipIfError(state, VerifyTouchedRange(base, 0, kThreadsPages,
                                               kThreadsFullCheckStride,
                                               kThreadsPages)) ||
@@ -94,9 +94,7 @@ void BM_FirstTouchThreads2(benchmark::State& state, Pager pager) {
   state.SetItemsProcessed(pages);
   state.SetBytesProcessed(pages * static_cast<int64_t>(kPageSize));
   state.counters["ns_per_page"] = static_cast<double>(timed_ns) / pages;
-  if (pager == Pager::kUpager) {
-    state.counters["faults_per_page"] = static_cast<double>(faults) / pages;
-  }
+  SetUpagerCounters(state, pager, tally, pages);
 }
 
 BENCHMARK_CAPTURE(BM_FirstTouchThreads2, kernel, Pager::kKernel)
