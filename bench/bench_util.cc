@@ -21,7 +21,12 @@ namespace {
 // run of kernel-only benchmarks never opens a userfaultfd. Deliberately
 // never destroyed (Google style for statics): exit reclaims the descriptor,
 // the service thread and any region, and there is nothing to flush.
-absl::StatusOr<std::unique_ptr<Runtime>>& RuntimeSlot() {
+absl::StatusOr<std::unique_ptr<Runtime>>& RuntimeSlot(Pager pager) {
+  if (pager == Pager::kUpagerUnpinned) {
+    static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
+        Runtime::Create({.service_threads = 1, .pin_service_threads = false}));
+    return *slot;
+  }
   static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
       Runtime::Create(RuntimeOptions{}));
   return *slot;
@@ -55,8 +60,8 @@ absl::Status CheckPage(const std::byte* base, uint64_t page, bool written,
 
 }  // namespace
 
-absl::StatusOr<Runtime*> SharedRuntime() {
-  auto& slot = RuntimeSlot();
+absl::StatusOr<Runtime*> SharedRuntime(Pager pager) {
+  auto& slot = RuntimeSlot(pager);
   if (!slot.ok()) return slot.status();
   return slot->get();
 }
@@ -81,7 +86,7 @@ absl::StatusOr<FreshMemory> FreshMemory::Map(
     }
     return FreshMemory(pager, static_cast<std::byte*>(p), bytes, nullptr);
   }
-  absl::StatusOr<Runtime*> rt = SharedRuntime();
+  absl::StatusOr<Runtime*> rt = SharedRuntime(pager);
   if (!rt.ok()) return rt.status();
   RegionOptions o;
   o.size = bytes;
@@ -109,14 +114,14 @@ absl::Status FreshMemory::Release() {
     return absl::OkStatus();
   }
   Region* const region = std::exchange(region_, nullptr);
-  absl::StatusOr<Runtime*> rt = SharedRuntime();
+  absl::StatusOr<Runtime*> rt = SharedRuntime(pager_);
   if (!rt.ok()) return rt.status();  // cannot happen: Map succeeded
   return (*rt)->Unmap(region);
 }
 
 absl::Status FreshMemory::PagerStatus() const {
   if (pager_ == Pager::kKernel) return absl::OkStatus();
-  absl::StatusOr<Runtime*> rt = SharedRuntime();
+  absl::StatusOr<Runtime*> rt = SharedRuntime(pager_);
   if (!rt.ok()) return rt.status();
   if (absl::Status s = (*rt)->status(); !s.ok()) return s;
   const Stats stats = (*rt)->stats();
@@ -196,8 +201,8 @@ bool SkipIfError(benchmark::State& state, const absl::Status& s) {
 }
 
 bool SkipIfNoRuntime(benchmark::State& state, Pager pager) {
-  if (pager != Pager::kUpager) return false;
-  return SkipIfError(state, SharedRuntime().status());
+  if (!IsUpager(pager)) return false;
+  return SkipIfError(state, SharedRuntime(pager).status());
 }
 
 UpagerTally& UpagerTally::operator+=(const UpagerTally& o) {
@@ -212,8 +217,8 @@ UpagerTally UpagerTally::operator-(const UpagerTally& o) const {
 }
 
 UpagerTally TallyUpager(Pager pager) {
-  if (pager != Pager::kUpager) return {};
-  absl::StatusOr<Runtime*> rt = SharedRuntime();
+  if (!IsUpager(pager)) return {};
+  absl::StatusOr<Runtime*> rt = SharedRuntime(pager);
   if (!rt.ok()) return {};
   const Stats s = (*rt)->stats();
   // Stats gives the mean, not the sum; mean * count recovers the sum to
@@ -224,7 +229,7 @@ UpagerTally TallyUpager(Pager pager) {
 
 void SetUpagerCounters(benchmark::State& state, Pager pager,
                        const UpagerTally& tally, int64_t pages) {
-  if (pager != Pager::kUpager || pages <= 0) return;
+  if (!IsUpager(pager) || pages <= 0) return;
   state.counters["faults_per_page"] =
       static_cast<double>(tally.faults) / static_cast<double>(pages);
   if (tally.served > 0) {

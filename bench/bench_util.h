@@ -31,15 +31,21 @@ inline constexpr size_t kPageSize = 4096;
 // Who serves the first touch of a page.
 enum class Pager {
   kKernel,  // private anonymous memory, MADV_NOHUGEPAGE
-  kUpager,  // a Region of SharedRuntime()
+  kUpager,  // a Region of SharedRuntime(): default options (per-CPU pinned
+            // service threads)
+  // A Region of a second Runtime with one unpinned service thread: what
+  // placement is worth, measured in the same run.
+  kUpagerUnpinned,
 };
+
+inline bool IsUpager(Pager p) { return p != Pager::kKernel; }
 
 // The Runtime every upager benchmark maps its regions through. Created on
 // first use and kept for the life of the process, so that opening the
 // userfaultfd and starting the service thread is never inside a benchmark
 // (nor repeated per iteration). Returns the creation error, e.g.
 // PermissionDenied without userfaultfd access, every time it is called.
-absl::StatusOr<Runtime*> SharedRuntime();
+absl::StatusOr<Runtime*> SharedRuntime(Pager pager = Pager::kUpager);
 
 // Memory no one has touched yet, unmapped on destruction. Map and Unmap are
 // slow (an upager Unmap waits for the service thread to go quiet), so

@@ -149,12 +149,20 @@ BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager, Pager::kUpager)
     ->Name("FirstTouch/Sequential/upager")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager_unpinned, Pager::kUpagerUnpinned)
+    ->Name("FirstTouch/Sequential/upager-unpinned")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, kernel, Pager::kKernel)
     ->Name("FirstTouch/Random/kernel")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager, Pager::kUpager)
     ->Name("FirstTouch/Random/upager")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_unpinned, Pager::kUpagerUnpinned)
+    ->Name("FirstTouch/Random/upager-unpinned")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -105,6 +105,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager, Pager::kUpager)
     ->Name("FirstTouch/Threads2/upager")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_unpinned, Pager::kUpagerUnpinned)
+    ->Name("FirstTouch/Threads2/upager-unpinned")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace upager::bench

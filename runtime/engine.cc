@@ -81,11 +81,12 @@ uint64_t Engine::WantedFeatures() {
 }
 
 absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
-  if (o.service_threads < 1 ||
+  if (o.service_threads < 0 ||
       o.service_threads > RuntimeOptions::kMaxServiceThreads) {
     return absl::InvalidArgumentError(absl::StrCat(
         "RuntimeOptions.service_threads = ", o.service_threads,
-        " is outside [1, ", RuntimeOptions::kMaxServiceThreads, "]"));
+        " is outside [0, ", RuntimeOptions::kMaxServiceThreads,
+        "] (0 = one per CPU)"));
   }
   if (o.fault_around_pages < 1 ||
       o.fault_around_pages > RuntimeOptions::kMaxFaultAroundPages) {
@@ -118,9 +119,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                        os::PageSize(),
                                    os::Protection::kRead));
   std::unique_ptr<Engine> e(new Engine(options, std::move(uffd), zero));
-  auto service = FaultService::Start(e->uffd_.get(), e.get(),
-                                     options.service_threads,
-                                     options.max_events_per_read);
+  const std::vector<int> cpus = os::AllowedCpus();
+  const int threads =
+      options.service_threads > 0
+          ? options.service_threads
+          : std::clamp<int>(static_cast<int>(cpus.size()), 1,
+                            RuntimeOptions::kAutoServiceThreads);
+  FaultService::Config config;
+  config.threads = threads;
+  config.batch = options.max_events_per_read;
+  if (options.pin_service_threads) config.cpus = cpus;
+  config.idle_priority = options.service_idle_priority;
+  auto service = FaultService::Start(e->uffd_.get(), e.get(), std::move(config));
   if (!service.ok()) return service.status();
   e->service_ = std::move(*service);
   ForkGuard::Register(e.get());
@@ -404,6 +414,11 @@ Stats Engine::stats() const {
   s.uffd_features = uffd_->features();
   s.uffd_feature_names = os::UffdFeatureNames(uffd_->features());
   s.service_threads = service_ != nullptr ? service_->threads() : 0;
+  if (service_ != nullptr) {
+    s.service_cpus = service_->cpus();
+    s.service_guard = service_->has_guard();
+    s.guard_batches = service_->guard_batches();
+  }
   const Counters& c = counters_;
   s.faults_missing_read = c.faults_missing_read.Get();
   s.faults_missing_write = c.faults_missing_write.Get();

@@ -18,30 +18,37 @@ uint64_t MonotonicNanos() {
 }
 
 absl::StatusOr<std::unique_ptr<FaultService>> FaultService::Start(
-    os::Uffd* uffd, Handler* handler, int threads, uint32_t batch) {
+    os::Uffd* uffd, Handler* handler, Config config) {
   auto stop = os::EventFd::Create();
   if (!stop.ok()) return stop.status();
-  std::unique_ptr<FaultService> s(
-      new FaultService(uffd, handler, std::move(*stop), batch, threads));
-  for (int i = 0; i < threads; ++i) {
+  std::vector<int> per_thread;
+  for (int i = 0; i < config.threads && !config.cpus.empty(); ++i) {
+    per_thread.push_back(config.cpus[i % config.cpus.size()]);
+  }
+  const int total = config.threads + (config.idle_priority ? 1 : 0);
+  std::unique_ptr<FaultService> s(new FaultService(
+      uffd, handler, std::move(*stop), std::move(config), std::move(per_thread)));
+  for (int i = 0; i < total; ++i) {
     s->threads_.emplace_back([svc = s.get(), i] { svc->Loop(i); });
   }
   return s;
 }
 
 FaultService::FaultService(os::Uffd* uffd, Handler* handler, os::EventFd stop,
-                           uint32_t batch, int threads)
+                           Config config, std::vector<int> cpus)
     : uffd_(uffd),
       handler_(handler),
       stop_(std::move(stop)),
-      batch_(batch),
-      epochs_(new Epoch[threads]) {}
+      config_(std::move(config)),
+      epochs_(new Epoch[config_.threads + 1]),
+      cpus_(std::move(cpus)) {}
 
 FaultService::~FaultService() { Stop(); }
 
 void FaultService::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  stopping_.store(true, std::memory_order_relaxed);
   if (const int err = stop_.Signal(); err != 0) {
     handler_->OnServiceError(os::ErrnoToStatus(err, "eventfd write (stop)"));
   }
@@ -75,8 +82,37 @@ void FaultService::SyncEvents() const {
   absl::MutexLock lock(&event_mu_);
 }
 
+bool FaultService::GuardShouldServe() {
+  const uint64_t reads_before = reads_.load(std::memory_order_relaxed);
+  uint64_t ready = 0;
+  // Sleep on the stop eventfd alone: stoppable, and not woken by faults.
+  const int stop_fd[1] = {stop_.fd()};
+  if (os::PollReadable(stop_fd, kGuardDelayMs, &ready) != 0 || ready != 0) {
+    return false;
+  }
+  const int uffd[1] = {uffd_->fd()};
+  if (os::PollReadable(uffd, 0, &ready) != 0 || ready == 0) return false;
+  return reads_.load(std::memory_order_relaxed) == reads_before;
+}
+
 void FaultService::Loop(int index) {
-  std::vector<os::UffdEvent> batch(batch_);
+  const bool guard = index == config_.threads;
+  os::NameCurrentThread(
+      absl::StrCat(guard ? "upager-guard" : "upager-svc-", guard ? "" : absl::StrCat(index))
+          .c_str());
+  if (!guard && !cpus_.empty()) {
+    if (const int err = os::PinCurrentThread(cpus_[index]); err != 0) {
+      handler_->OnServiceError(os::ErrnoToStatus(
+          err, absl::StrCat("sched_setaffinity(cpu=", cpus_[index], ")")));
+    }
+  }
+  if (!guard && config_.idle_priority) {
+    if (const int err = os::SetCurrentThreadIdlePriority(); err != 0) {
+      handler_->OnServiceError(
+          os::ErrnoToStatus(err, "sched_setscheduler(SCHED_IDLE)"));
+    }
+  }
+  std::vector<os::UffdEvent> batch(config_.batch);
   std::vector<os::UffdEvent> deferred;
   const int fds[2] = {uffd_->fd(), stop_.fd()};
   std::atomic<uint64_t>& epoch = epochs_[index].value;
@@ -92,6 +128,11 @@ void FaultService::Loop(int index) {
       continue;
     }
     if (ready & 2) break;
+    if (guard && (ready & 1)) {
+      if (stopping_.load(std::memory_order_relaxed)) break;
+      if (!GuardShouldServe()) continue;
+      guard_batches_.fetch_add(1, std::memory_order_relaxed);
+    }
     epoch.fetch_add(1, std::memory_order_acq_rel);  // odd: in a batch
     size_t count = 0;
     if (ready & 1) {
@@ -103,6 +144,7 @@ void FaultService::Loop(int index) {
       }
       count = r.count;
       if (count > 0) {
+        reads_.fetch_add(1, std::memory_order_relaxed);
         handler_->ApplyEvents(absl::MakeConstSpan(batch.data(), count));
       }
     }

@@ -12,6 +12,21 @@
 // parallel. SyncEvents() (lock + unlock) returns once every event already
 // read has been applied.
 //
+// Placement (measured in bench/, see README "Benchmarks"): on a VM a
+// wake-up that crosses to a halted vCPU costs tens of microseconds, so each
+// service thread may be pinned to one CPU: the thread on the faulting CPU is
+// woken locally and runs as soon as the faulting thread blocks. Every
+// poller is woken for every fault, though, and the remote one would
+// preempt whatever application thread runs on its CPU; at SCHED_IDLE it
+// does not, and a CPU running only it counts as idle, so the woken
+// application thread stays where it was. SCHED_IDLE threads can starve on a
+// CPU busy with other work, so an idle-priority service always has one more
+// thread, the guard: normal priority, unpinned. When the uffd turns
+// readable the guard waits kGuardDelay; if the uffd is still readable and
+// no thread has read anything meanwhile, it serves the batch itself. The
+// guard thus bounds starvation at ~1 ms per fault and wakes at most ~1000
+// times a second under a fault storm.
+//
 // Quiescence: each thread bumps an epoch before and after a batch (odd =
 // inside a batch). WaitForQuiescence() returns once every thread has been
 // seen outside the batch it was in when the call started; anything a
@@ -59,9 +74,17 @@ class FaultService {
     virtual void OnServiceError(absl::Status status) = 0;
   };
 
-  // Starts `threads` threads serving `uffd` (which must outlive Stop()).
+  struct Config {
+    int threads = 1;       // serving threads (the guard is extra)
+    uint32_t batch = 64;   // events per read
+    std::vector<int> cpus;  // non-empty: thread i pinned to cpus[i % size]
+    bool idle_priority = false;  // SCHED_IDLE + a normal-priority guard
+  };
+  static constexpr int kGuardDelayMs = 1;
+
+  // Starts the threads serving `uffd` (which must outlive Stop()).
   static absl::StatusOr<std::unique_ptr<FaultService>> Start(
-      os::Uffd* uffd, Handler* handler, int threads, uint32_t batch);
+      os::Uffd* uffd, Handler* handler, Config config);
   ~FaultService();  // Stop()
 
   // Signals the stop eventfd and joins every thread. Idempotent.
@@ -72,7 +95,15 @@ class FaultService {
   // Returns once every event read so far has been applied.
   void SyncEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
 
-  int threads() const { return static_cast<int>(threads_.size()); }
+  // Serving threads, the guard not included.
+  int threads() const { return config_.threads; }
+  bool has_guard() const { return config_.idle_priority; }
+  // Batches the guard served because the others were starved.
+  uint64_t guard_batches() const {
+    return guard_batches_.load(std::memory_order_relaxed);
+  }
+  // The CPU each thread is pinned to (empty when unpinned).
+  const std::vector<int>& cpus() const { return cpus_; }
 
  private:
   struct alignas(64) Epoch {
@@ -80,8 +111,11 @@ class FaultService {
   };
 
   FaultService(os::Uffd* uffd, Handler* handler, os::EventFd stop,
-               uint32_t batch, int threads);
+               Config config, std::vector<int> cpus);
   void Loop(int index);
+  // Guard thread: true once the uffd has stayed readable for kGuardDelayMs
+  // with no read by anyone; false when it is time to stop.
+  bool GuardShouldServe();
 
   // Held across "read a batch + apply its address-space events".
   mutable absl::Mutex event_mu_;
@@ -89,8 +123,12 @@ class FaultService {
   os::Uffd* const uffd_;
   Handler* const handler_;
   os::EventFd stop_;
-  const uint32_t batch_;
+  const Config config_;
   std::unique_ptr<Epoch[]> epochs_;
+  std::vector<int> cpus_;  // per serving thread; empty = unpinned
+  std::atomic<uint64_t> reads_{0};  // reads that returned events, all threads
+  std::atomic<uint64_t> guard_batches_{0};
+  std::atomic<bool> stopping_{false};
   std::vector<std::thread> threads_;
   bool stopped_ = false;
 };

@@ -1,5 +1,6 @@
 #include "upager/stats.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
@@ -7,8 +8,16 @@ namespace upager {
 
 std::string Stats::ToString() const {
   std::string s;
-  absl::StrAppendFormat(&s, "uffd: %s via %s, %d service thread(s)\n",
-                        uffd_mode, uffd_open_path, service_threads);
+  absl::StrAppendFormat(
+      &s, "uffd: %s via %s, %d service thread(s)%s\n", uffd_mode,
+      uffd_open_path, service_threads,
+      service_cpus.empty()
+          ? ""
+          : absl::StrCat(" pinned to CPUs ", absl::StrJoin(service_cpus, ",")));
+  if (service_guard) {
+    absl::StrAppendFormat(&s, "  idle priority + guard thread (%d batches served by the guard)\n",
+                          guard_batches);
+  }
   absl::StrAppendFormat(&s, "  features: %s\n",
                         absl::StrJoin(uffd_feature_names, " "));
   absl::StrAppendFormat(

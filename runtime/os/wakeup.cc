@@ -1,6 +1,7 @@
 #include "runtime/os/wakeup.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -59,6 +60,35 @@ uint32_t CurrentThreadId() { return static_cast<uint32_t>(syscall(SYS_gettid)); 
 int CurrentProcessId() { return getpid(); }
 
 void CloseFd(int fd) { close(fd); }
+
+std::vector<int> AllowedCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+int PinCurrentThread(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : errno;
+}
+
+int SetCurrentThreadIdlePriority() {
+  sched_param p = {};
+  return sched_setscheduler(0, SCHED_IDLE, &p) == 0 ? 0 : errno;
+}
+
+void NameCurrentThread(const char* name) {
+  char buf[16] = {};
+  for (int i = 0; i < 15 && name[i] != '\0'; ++i) buf[i] = name[i];
+  pthread_setname_np(pthread_self(), buf);
+}
 
 int AtFork(void (*prepare)(), void (*parent)(), void (*child)()) {
   return pthread_atfork(prepare, parent, child);

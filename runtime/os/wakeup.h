@@ -8,6 +8,7 @@
 #define UPAGER_RUNTIME_OS_WAKEUP_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -45,6 +46,18 @@ int CurrentProcessId();
 // pthread_atfork: registers handlers run around every fork() of the
 // process. Returns 0 or an errno. Handlers cannot be removed; register once.
 int AtFork(void (*prepare)(), void (*parent)(), void (*child)());
+
+// The CPUs this thread may run on (sched_getaffinity), ascending. Empty if
+// the call fails.
+std::vector<int> AllowedCpus();
+// Restricts the calling thread to `cpu`. Returns 0 or an errno.
+int PinCurrentThread(int cpu);
+// Moves the calling thread to SCHED_IDLE: it then runs only when its CPU
+// has nothing else to do and never preempts other work. Irreversible
+// without privilege. Returns 0 or an errno.
+int SetCurrentThreadIdlePriority();
+// Names the calling thread (up to 15 characters; longer is truncated).
+void NameCurrentThread(const char* name);
 
 // Closes a descriptor (used where a kernel event hands us one we do not
 // keep, e.g. a fork event's uffd).

@@ -2,6 +2,7 @@
 // faults the kernel takes on the application's behalf (read(2) into a
 // region), user-mode-only userfaultfds, and Stats. Every test that pages
 // checks the bytes it reads back against a shadow copy.
+#include <sched.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -77,7 +78,7 @@ uintptr_t FreeAddressRange(size_t bytes) {
 // Bad input.
 
 TEST(RuntimeOptionsTest, ServiceThreadsOutOfRange) {
-  for (int bad : {0, 65, -1}) {
+  for (int bad : {65, -1}) {
     RuntimeOptions o;
     o.service_threads = bad;
     auto rt = Runtime::Create(o);
@@ -109,6 +110,22 @@ TEST(RuntimeOptionsTest, MaxEventsPerReadOutOfRange) {
     EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(rt.status().message()),
                 HasSubstr(absl::StrCat("max_events_per_read = ", bad)));
+  }
+}
+
+TEST(RuntimeOptionsTest, UnpinnedServiceThreadsReportNoCpus) {
+  RuntimeOptions o;
+  o.service_threads = 3;
+  o.pin_service_threads = false;
+  auto rt = MakeRuntime(o);
+  ASSERT_NE(rt, nullptr);
+  EXPECT_EQ(rt->stats().service_threads, 3);
+  EXPECT_TRUE(rt->stats().service_cpus.empty());
+  auto r = rt->Map({.size = 64 * rt->page_size(), .name = "unpinned"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::memset((*r)->data(), 0x5a, 64 * rt->page_size());
+  for (size_t i = 0; i < 64 * rt->page_size(); ++i) {
+    ASSERT_EQ(static_cast<unsigned char>((*r)->data()[i]), 0x5a) << i;
   }
 }
 
@@ -494,7 +511,13 @@ TEST(StatsTest, LatencyAndToString) {
   EXPECT_EQ(s.errors, 0u);
   EXPECT_TRUE(s.first_error.empty());
   EXPECT_TRUE(rt->status().ok());
-  EXPECT_EQ(s.service_threads, 1);
+  // Default: one pinned service thread per CPU this process may use.
+  cpu_set_t cpus;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+  const int ncpu = std::min(CPU_COUNT(&cpus), RuntimeOptions::kAutoServiceThreads);
+  EXPECT_EQ(s.service_threads, ncpu);
+  ASSERT_EQ(s.service_cpus.size(), static_cast<size_t>(ncpu));
+  for (int c : s.service_cpus) EXPECT_TRUE(CPU_ISSET(c, &cpus)) << c;
   EXPECT_FALSE(s.uffd_feature_names.empty());
 
   EXPECT_EQ(s.fault_latency.count, 256u);

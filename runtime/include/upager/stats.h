@@ -36,6 +36,12 @@ struct Stats {
   uint64_t uffd_features = 0;  // UFFD_FEATURE_* bits granted
   std::vector<std::string> uffd_feature_names;
   int service_threads = 0;
+  std::vector<int> service_cpus;  // CPU of each pinned thread; empty if unpinned
+  // An idle-priority service has one more, normal-priority guard thread
+  // (not counted in service_threads); guard_batches counts the batches it had to serve
+  // because every idle-priority thread was starved.
+  bool service_guard = false;
+  uint64_t guard_batches = 0;
 
   // --- Faults read from the userfaultfd, by kind.
   uint64_t faults_missing_read = 0;

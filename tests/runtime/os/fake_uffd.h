@@ -5,7 +5,10 @@
 #ifndef UPAGER_TESTS_RUNTIME_OS_FAKE_UFFD_H_
 #define UPAGER_TESTS_RUNTIME_OS_FAKE_UFFD_H_
 
+#include <pthread.h>
+
 #include <atomic>
+#include <cstring>
 #include <cerrno>
 #include <memory>
 #include <utility>
@@ -37,6 +40,9 @@ class FakeUffd final : public internal::os::Uffd {
   int poisons() const { return poisons_.load(); }
   // Makes the fake report no POISON feature (forces the wake fallback).
   void HidePoison() { hide_poison_ = true; }
+  // Reads by the serving threads ("upager-svc-*") see nothing pending, as
+  // if they never got a CPU; only the guard thread reads.
+  void StarveServiceThreads() { starve_ = true; }
 
   int fd() const override { return real_->fd(); }
   internal::os::UffdOpenPath path() const override { return real_->path(); }
@@ -56,6 +62,11 @@ class FakeUffd final : public internal::os::Uffd {
   }
   internal::os::ReadResult ReadEvents(
       absl::Span<internal::os::UffdEvent> out) override {
+    if (starve_.load()) {
+      char name[16] = {};
+      pthread_getname_np(pthread_self(), name, sizeof(name));
+      if (std::strncmp(name, "upager-svc-", 11) == 0) return {0, 0};
+    }
     return real_->ReadEvents(out);
   }
   Result Copy(uint64_t dst, const void* src, uint64_t len, bool wake,
@@ -108,6 +119,7 @@ class FakeUffd final : public internal::os::Uffd {
   std::atomic<int> injected_{0};
   std::atomic<int> poisons_{0};
   bool hide_poison_ = false;
+  std::atomic<bool> starve_{false};
 };
 
 }  // namespace upager::testing

@@ -126,6 +126,18 @@ TEST(FaultInjectionTest, HardErrorWithoutPoisonWakesAndSurfacesTheError) {
   EXPECT_EQ(h.engine->status().code(), absl::StatusCode::kInternal);
 }
 
+TEST(FaultInjectionTest, GuardServesWhenServiceThreadsAreStarved) {
+  Harness h = Make({.fault_around_pages = 1});
+  ASSERT_TRUE(h.engine->stats().service_guard);
+  h.fake->StarveServiceThreads();
+  auto r = h.engine->Map({.size = 40 * 4096, .name = "starved"});
+  ASSERT_TRUE(r.ok());
+  WriteAndVerify(*r, 30);
+  const Stats s = h.engine->stats();
+  EXPECT_GE(s.guard_batches, 30u) << "every fault was read by the guard";
+  EXPECT_EQ(s.errors, 0u);
+}
+
 TEST(FaultInjectionDeathTest, HardErrorReleasesTheThreadWithSigbus) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
