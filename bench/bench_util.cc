@@ -22,6 +22,11 @@ namespace {
 // never destroyed (Google style for statics): exit reclaims the descriptor,
 // the service thread and any region, and there is nothing to flush.
 absl::StatusOr<std::unique_ptr<Runtime>>& RuntimeSlot(Pager pager) {
+  if (pager == Pager::kUpagerIdlePriority) {
+    static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
+        Runtime::Create({.service_idle_priority = true}));
+    return *slot;
+  }
   if (pager == Pager::kUpagerUnpinned) {
     static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
         Runtime::Create({.service_threads = 1, .pin_service_threads = false}));

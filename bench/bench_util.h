@@ -31,11 +31,14 @@ inline constexpr size_t kPageSize = 4096;
 // Who serves the first touch of a page.
 enum class Pager {
   kKernel,  // private anonymous memory, MADV_NOHUGEPAGE
-  kUpager,  // a Region of SharedRuntime(): default options (per-CPU pinned
-            // service threads)
+  kUpager,  // a Region of SharedRuntime(): default options (one pinned
+            // service thread per CPU, normal priority)
   // A Region of a second Runtime with one unpinned service thread: what
   // placement is worth, measured in the same run.
   kUpagerUnpinned,
+  // Pinned per-CPU threads at SCHED_IDLE plus the guard thread: what
+  // RuntimeOptions::service_idle_priority is worth.
+  kUpagerIdlePriority,
 };
 
 inline bool IsUpager(Pager p) { return p != Pager::kKernel; }

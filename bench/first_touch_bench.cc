@@ -153,6 +153,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager_unpinned, Pager::kUpagerUnpinn
     ->Name("FirstTouch/Sequential/upager-unpinned")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager_idleprio, Pager::kUpagerIdlePriority)
+    ->Name("FirstTouch/Sequential/upager-idleprio")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, kernel, Pager::kKernel)
     ->Name("FirstTouch/Random/kernel")
     ->UseManualTime()
@@ -163,6 +167,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager, Pager::kUpager)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_unpinned, Pager::kUpagerUnpinned)
     ->Name("FirstTouch/Random/upager-unpinned")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_idleprio, Pager::kUpagerIdlePriority)
+    ->Name("FirstTouch/Random/upager-idleprio")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

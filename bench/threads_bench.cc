@@ -109,6 +109,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_unpinned, Pager::kUpagerUnpinned
     ->Name("FirstTouch/Threads2/upager-unpinned")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_idleprio, Pager::kUpagerIdlePriority)
+    ->Name("FirstTouch/Threads2/upager-idleprio")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace upager::bench

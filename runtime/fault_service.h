@@ -17,8 +17,9 @@
 // service thread may be pinned to one CPU: the thread on the faulting CPU is
 // woken locally and runs as soon as the faulting thread blocks. Every
 // poller is woken for every fault, though, and the remote one would
-// preempt whatever application thread runs on its CPU; at SCHED_IDLE it
-// does not, and a CPU running only it counts as idle, so the woken
+// preempt whatever application thread runs on its CPU; at SCHED_IDLE (an
+// option, off by default: measured, the guard below costs what it saves)
+// it does not, and a CPU running only it counts as idle, so the woken
 // application thread stays where it was. SCHED_IDLE threads can starve on a
 // CPU busy with other work, so an idle-priority service always has one more
 // thread, the guard: normal priority, unpinned. When the uffd turns

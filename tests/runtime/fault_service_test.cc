@@ -33,7 +33,8 @@ void PinTo(int cpu) {
 }
 
 TEST(FaultServiceTest, FaultsCompleteWhenEveryCpuIsBusy) {
-  auto rt = Runtime::Create({.fault_around_pages = 1});
+  auto rt = Runtime::Create(
+      {.service_idle_priority = true, .fault_around_pages = 1});
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_TRUE((*rt)->stats().service_guard);
   const size_t ps = (*rt)->page_size();
@@ -77,8 +78,8 @@ TEST(FaultServiceTest, FaultsCompleteWhenEveryCpuIsBusy) {
   EXPECT_EQ(s.errors, 0u) << s.ToString();
 }
 
-TEST(FaultServiceTest, DefaultIsOnePinnedIdleThreadPerCpuPlusGuard) {
-  auto rt = Runtime::Create({});
+TEST(FaultServiceTest, IdlePriorityIsOnePinnedThreadPerCpuPlusGuard) {
+  auto rt = Runtime::Create({.service_idle_priority = true});
   ASSERT_TRUE(rt.ok()) << rt.status();
   const Stats s = (*rt)->stats();
   const size_t n = std::min<size_t>(Cpus().size(),
@@ -89,8 +90,8 @@ TEST(FaultServiceTest, DefaultIsOnePinnedIdleThreadPerCpuPlusGuard) {
   EXPECT_NE(s.ToString().find("guard"), std::string::npos);
 }
 
-TEST(FaultServiceTest, NormalPriorityHasNoGuard) {
-  auto rt = Runtime::Create({.service_threads = 2, .service_idle_priority = false});
+TEST(FaultServiceTest, DefaultNormalPriorityHasNoGuard) {
+  auto rt = Runtime::Create({.service_threads = 2});
   ASSERT_TRUE(rt.ok()) << rt.status();
   const Stats s = (*rt)->stats();
   EXPECT_FALSE(s.service_guard);

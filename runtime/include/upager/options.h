@@ -42,13 +42,14 @@ struct RuntimeOptions {
   bool pin_service_threads = true;
 
   // Run service threads at SCHED_IDLE: a thread woken for a fault on
-  // another CPU then never preempts the application thread running there,
-  // and the woken application thread stays on its CPU (measured in the
-  // README: +35% faults/s with two faulting threads). One extra
-  // normal-priority guard thread serves any fault left unread for 1 ms, so
-  // a machine whose CPUs are all busy delays a fault by ~1 ms at worst
-  // instead of starving it.
-  bool service_idle_priority = true;
+  // another CPU then never preempts the application thread running there.
+  // One extra normal-priority guard thread serves any fault left unread
+  // for 1 ms, so a machine whose CPUs are all busy delays a fault by ~1 ms
+  // at worst instead of starving it. Off by default: measured here, the
+  // guard's own wake-ups cost what idle priority saves (README,
+  // "Benchmarks", the -idleprio rows); it may pay on machines where
+  // application threads keep every CPU busy between faults.
+  bool service_idle_priority = false;
 
   // Pages filled per missing fault (the faulting page and the ones after
   // it, stopping at the region's end or the first page already present).

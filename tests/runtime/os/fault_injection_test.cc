@@ -127,7 +127,7 @@ TEST(FaultInjectionTest, HardErrorWithoutPoisonWakesAndSurfacesTheError) {
 }
 
 TEST(FaultInjectionTest, GuardServesWhenServiceThreadsAreStarved) {
-  Harness h = Make({.fault_around_pages = 1});
+  Harness h = Make({.service_idle_priority = true, .fault_around_pages = 1});
   ASSERT_TRUE(h.engine->stats().service_guard);
   h.fake->StarveServiceThreads();
   auto r = h.engine->Map({.size = 40 * 4096, .name = "starved"});
