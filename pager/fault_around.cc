@@ -22,4 +22,13 @@ PageRange FaultAroundWindow(PageIndex fault, uint64_t page_count,
   return PageRange{fault, count};
 }
 
+uint32_t FaultAroundSizer::WindowFor(PageIndex fault) {
+  uint32_t w = base_;
+  if (fault.value() == next_.load(std::memory_order_relaxed)) {
+    w = std::min<uint32_t>(max_, window_.load(std::memory_order_relaxed) * 2);
+  }
+  window_.store(w, std::memory_order_relaxed);
+  return w;
+}
+
 }  // namespace upager::internal

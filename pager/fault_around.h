@@ -7,6 +7,7 @@
 #ifndef UPAGER_PAGER_FAULT_AROUND_H_
 #define UPAGER_PAGER_FAULT_AROUND_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include "absl/functional/function_ref.h"
@@ -32,6 +33,46 @@ struct PageRange {
 PageRange FaultAroundWindow(PageIndex fault, uint64_t page_count,
                             uint64_t window_pages,
                             absl::FunctionRef<bool(PageIndex)> is_claimable);
+
+// Sizes a region's fault-around window from the stream of faults it sees:
+// a fault at the page right after the previous fill continues a sequential
+// stream and doubles the window, up to `max_pages`; any other fault resets
+// it to `base_pages`. A sequential first touch of N pages then costs
+// O(log) + N / max_pages round trips instead of N / base_pages, while a
+// random toucher keeps the base window and so never gets memory it did not
+// ask for beyond it. With base_pages == 1 (fault-around off) the window
+// never grows.
+//
+// Thread-safety: lock-free and async-signal-safe. Concurrent faults on one
+// region may race on the stream state; that only costs a smaller or larger
+// window than ideal, never a wrong fill (the window is still clipped by
+// FaultAroundWindow).
+class FaultAroundSizer {
+ public:
+  // Preconditions: 1 <= base_pages <= max_pages.
+  FaultAroundSizer(uint32_t base_pages, uint32_t max_pages)
+      : base_(base_pages), max_(base_pages > 1 ? max_pages : base_pages),
+        window_(base_pages) {}
+  FaultAroundSizer(const FaultAroundSizer&) = delete;
+  FaultAroundSizer& operator=(const FaultAroundSizer&) = delete;
+
+  // The window for a missing fault at `fault`.
+  uint32_t WindowFor(PageIndex fault);
+  // Records a fill of [first, first + count).
+  void Filled(PageIndex first, uint64_t count) {
+    next_.store(first.value() + count, std::memory_order_relaxed);
+  }
+
+  uint32_t base_pages() const { return base_; }
+  uint32_t max_pages() const { return max_; }
+
+ private:
+  static constexpr uint64_t kNoStream = ~uint64_t{0};
+  const uint32_t base_;
+  const uint32_t max_;
+  std::atomic<uint64_t> next_{kNoStream};  // page right after the last fill
+  std::atomic<uint32_t> window_;           // pages
+};
 
 }  // namespace upager::internal
 

@@ -95,6 +95,12 @@ absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
         " is outside [1, ", RuntimeOptions::kMaxFaultAroundPages,
         "] (1 turns fault-around off)"));
   }
+  if (o.fault_around_max_pages < 1 ||
+      o.fault_around_max_pages > RuntimeOptions::kMaxFaultAroundPages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.fault_around_max_pages = ", o.fault_around_max_pages,
+        " is outside [1, ", RuntimeOptions::kMaxFaultAroundPages, "]"));
+  }
   if (o.max_events_per_read < 1 || o.max_events_per_read > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("RuntimeOptions.max_events_per_read = ",
@@ -241,8 +247,9 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
       !s.ok()) {
     return fail(s);
   }
-  auto core = std::make_unique<RegionCore>(base, o.size, page_size_,
-                                           fault_around);
+  auto core = std::make_unique<RegionCore>(
+      base, o.size, page_size_, fault_around,
+      std::max(fault_around, options_.fault_around_max_pages));
   auto* region = new Region(static_cast<std::byte*>(mem), o.size, page_size_,
                             o.name, core.get());
   core->region = region;

@@ -84,7 +84,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // Fault-around: claim the absent pages that follow, up to the window.
   const uint64_t limit = std::min<uint64_t>(t.page_limit, t.core->pages);
   const PageRange window = FaultAroundWindow(
-      t.page, limit, t.core->fault_around_pages, [&](PageIndex p) {
+      t.page, limit, t.core->fault_around.WindowFor(t.page), [&](PageIndex p) {
         if (p == t.page) return true;
         PageEntry absent;  // raw 0: absent, no flags
         return table.CompareExchange(p, &absent,
@@ -115,6 +115,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
     }
   }
   CountPresent(t.core, filled, static_cast<int64_t>(done));
+  if (done > 0) t.core->fault_around.Filled(t.page, done);
   (e.write ? counters_.pages_zero_filled : counters_.pages_zero_mapped)
       .Add(done);
   if (done > 1) counters_.pages_fault_around.Add(done - 1);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 
+#include "pager/fault_around.h"
 #include "pager/page_table.h"
 
 namespace upager {
@@ -25,11 +26,11 @@ namespace upager::internal {
 class RegionCore {
  public:
   RegionCore(uintptr_t base, uint64_t size, uint64_t page_size,
-             uint32_t fault_around_pages)
+             uint32_t fault_around_pages, uint32_t fault_around_max_pages)
       : base(base),
         size(size),
         pages(size / page_size),
-        fault_around_pages(fault_around_pages),
+        fault_around(fault_around_pages, fault_around_max_pages),
         table(size / page_size) {}
   RegionCore(const RegionCore&) = delete;
   RegionCore& operator=(const RegionCore&) = delete;
@@ -37,7 +38,7 @@ class RegionCore {
   const uintptr_t base;  // bytes: where Map placed it
   const uint64_t size;   // bytes
   const uint64_t pages;
-  const uint32_t fault_around_pages;  // 1 = off
+  FaultAroundSizer fault_around;  // base 1 = off
   PageTable table;
 
   std::atomic<int64_t> resident{0};     // pages in kResident

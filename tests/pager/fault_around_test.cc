@@ -126,3 +126,40 @@ TEST(FaultAroundTest, RandomAgainstReference) {
 
 }  // namespace
 }  // namespace upager::internal
+
+namespace upager::internal {
+namespace {
+
+TEST(FaultAroundSizerTest, GrowsOnASequentialStreamAndResetsOnABreak) {
+  FaultAroundSizer s(16, 256);
+  uint64_t page = 100;
+  std::vector<uint32_t> windows;
+  for (int i = 0; i < 7; ++i) {
+    const uint32_t w = s.WindowFor(PageIndex(page));
+    windows.push_back(w);
+    s.Filled(PageIndex(page), w);
+    page += w;
+  }
+  EXPECT_EQ(windows, (std::vector<uint32_t>{16, 32, 64, 128, 256, 256, 256}));
+  // A fault anywhere else is a new stream.
+  EXPECT_EQ(s.WindowFor(PageIndex(5)), 16u);
+  s.Filled(PageIndex(5), 16);
+  EXPECT_EQ(s.WindowFor(PageIndex(21)), 32u);
+  // A fill shorter than the window (clipped by a present page) still
+  // continues the stream from where it ended.
+  s.Filled(PageIndex(21), 3);
+  EXPECT_EQ(s.WindowFor(PageIndex(24)), 64u);
+  EXPECT_EQ(s.WindowFor(PageIndex(25)), 16u) << "a gap breaks the stream";
+}
+
+TEST(FaultAroundSizerTest, OffStaysOff) {
+  FaultAroundSizer s(1, 256);
+  EXPECT_EQ(s.max_pages(), 1u);
+  for (uint64_t p = 0; p < 10; ++p) {
+    EXPECT_EQ(s.WindowFor(PageIndex(p)), 1u);
+    s.Filled(PageIndex(p), 1);
+  }
+}
+
+}  // namespace
+}  // namespace upager::internal

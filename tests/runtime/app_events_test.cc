@@ -89,7 +89,8 @@ class AppEventsTest : public ::testing::Test {
  protected:
   static constexpr size_t kPages = 64;
   void SetUp() override {
-    rt_ = MakeRuntime();
+    // A fixed 16-page window keeps the expected page counts simple.
+    rt_ = MakeRuntime({.fault_around_max_pages = 16});
     ASSERT_NE(rt_, nullptr);
     ps_ = rt_->page_size();
     auto r = rt_->Map({.size = kPages * ps_, .name = "events"});

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "tests/test_support.h"
 #include "upager/upager.h"
 
 namespace upager::testing {
@@ -211,7 +212,8 @@ class FaultAroundEdgeTest : public ::testing::Test {
  protected:
   static constexpr size_t kPages = 64;
   void SetUp() override {
-    rt_ = MakeRuntime();
+    // A fixed window: the adaptive growth is tested on its own below.
+    rt_ = MakeRuntime({.fault_around_max_pages = 16});
     ASSERT_NE(rt_, nullptr);
     ps_ = rt_->page_size();
     auto r = rt_->Map(
@@ -415,6 +417,47 @@ TEST(FaultAroundWindowSizeTest, RuntimeDefaultAndRegionOverride) {
   EXPECT_EQ(std::memcmp((*small)->data(), want.data(), 64 * ps), 0);
   EXPECT_TRUE(rt->Unmap(*small).ok());
   EXPECT_TRUE(rt->Unmap(*big).ok());
+}
+
+}  // namespace
+}  // namespace upager::testing
+
+namespace upager::testing {
+namespace {
+
+TEST(AdaptiveFaultAroundTest, SequentialTouchGrowsTheWindowRandomDoesNot) {
+  auto rt = Runtime::Create({.fault_around_pages = 16, .fault_around_max_pages = 256});
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  const size_t ps = (*rt)->page_size();
+  constexpr size_t kPages = 4096;
+  auto seq = (*rt)->Map({.size = kPages * ps, .name = "seq"});
+  ASSERT_TRUE(seq.ok());
+  std::vector<unsigned char> shadow(kPages * ps, 0);
+  for (size_t i = 0; i < kPages; ++i) {
+    (*seq)->data()[i * ps + 7] = std::byte{static_cast<unsigned char>(i | 1)};
+    shadow[i * ps + 7] = static_cast<unsigned char>(i | 1);
+  }
+  ASSERT_EQ(std::memcmp((*seq)->data(), shadow.data(), shadow.size()), 0);
+  // 16 + 32 + 64 + 128 + 256 * 14 + ... : about 4096 / 256 + 4 faults,
+  // instead of 4096 / 16 = 256 with a fixed window.
+  Stats s = (*rt)->stats();
+  EXPECT_LE(s.faults_missing_write, 4096u / 256 + 8) << s.ToString();
+  EXPECT_EQ(s.pages_zero_filled, kPages);
+
+  // Touches 100 pages apart never form a stream: each fills the base
+  // window and no more.
+  auto sparse = (*rt)->Map({.size = kPages * ps, .name = "sparse"});
+  ASSERT_TRUE(sparse.ok());
+  for (size_t i = 0; i < kPages; i += 100) {
+    (*sparse)->data()[i * ps] = std::byte{1};
+  }
+  EXPECT_TRUE(Eventually([&] {
+    return (*rt)->stats().pages_zero_filled == kPages + 41 * 16;
+  })) << (*rt)->stats().ToString();
+  for (size_t i = 0; i < kPages; ++i) {
+    ASSERT_EQ(static_cast<int>((*sparse)->data()[i * ps]), i % 100 == 0 ? 1 : 0)
+        << i;
+  }
 }
 
 }  // namespace

@@ -58,6 +58,14 @@ struct RuntimeOptions {
   uint32_t fault_around_pages = 16;
   static constexpr uint32_t kMaxFaultAroundPages = 512;
 
+  // While a region's faults form a sequential stream (each at the page
+  // right after the previous fill), the window doubles per fault up to
+  // this many pages; any other fault resets it to fault_around_pages.
+  // 1..kMaxFaultAroundPages. The effective maximum is never below the
+  // window a region starts with (its fault_around_pages), so a value at or
+  // below that base gives a fixed window.
+  uint32_t fault_around_max_pages = 256;
+
   // Events read per read(2) of the userfaultfd. 1..64.
   uint32_t max_events_per_read = 64;
 
