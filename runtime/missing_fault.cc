@@ -92,6 +92,10 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
       });
   const uint64_t n = window.count;
   const uint64_t len = n * page_size_;
+  // Record the stream before the fill: the fill wakes the faulting thread,
+  // whose next fault (the next page of a sequential stream) may be read by
+  // another service thread before this one gets past the ioctl.
+  t.core->fault_around.Filled(t.page, n);
 
   // A write fault gets private zeroed pages (UFFDIO_COPY from an untouched
   // read-only mapping); a read fault gets the shared zero page, which costs
@@ -115,7 +119,6 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
     }
   }
   CountPresent(t.core, filled, static_cast<int64_t>(done));
-  if (done > 0) t.core->fault_around.Filled(t.page, done);
   (e.write ? counters_.pages_zero_filled : counters_.pages_zero_mapped)
       .Add(done);
   if (done > 1) counters_.pages_fault_around.Add(done - 1);

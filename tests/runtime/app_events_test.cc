@@ -26,6 +26,9 @@
 #include "gtest/gtest.h"
 #include "runtime/engine.h"
 #include "runtime/os/userfaultfd.h"
+#include "tests/runtime/os/forwarding_uffd.h"
+#include "tests/runtime/runtime_test_util.h"
+#include "tests/test_support.h"
 #include "upager/upager.h"
 
 namespace upager::testing {
@@ -33,49 +36,6 @@ namespace {
 
 using internal::Engine;
 namespace os = internal::os;
-
-std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
-  auto rt = Runtime::Create(o);
-  EXPECT_TRUE(rt.ok()) << rt.status();
-  return rt.ok() ? std::move(*rt) : nullptr;
-}
-
-// Polls `done` (bounded) and returns its last value. Events are handled
-// after the application's call returns (the kernel only waits for the event
-// to be read), so checks on Stats or FindRegion wait for them.
-bool Eventually(const std::function<bool()>& done,
-                absl::Duration limit = absl::Seconds(5)) {
-  const absl::Time deadline = absl::Now() + limit;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return done();
-}
-
-// See runtime_test.cc: waits until every fault read so far has been served
-// to the end (the faulting thread is woken before the counters move).
-template <typename Rt>
-Stats SettledStats(const Rt& rt) {
-  Stats s = rt.stats();
-  for (int i = 0; i < 10000; ++i) {
-    const uint64_t faults = s.faults_missing_read + s.faults_missing_write +
-                            s.faults_write_protect + s.faults_minor;
-    if (s.fault_latency.count + s.fill_retries >= faults) break;
-    absl::SleepFor(absl::Milliseconds(1));
-    s = rt.stats();
-  }
-  return s;
-}
-
-// Is any of [p, p + len) mapped? (msync fails with ENOMEM on unmapped
-// ranges.)
-bool IsMapped(const void* p, size_t len) {
-  return msync(const_cast<void*>(p), len, MS_ASYNC) == 0;
-}
-bool IsUnmapped(const void* p, size_t len) {
-  return msync(const_cast<void*>(p), len, MS_ASYNC) != 0 && errno == ENOMEM;
-}
 
 // Address space nobody uses, reserved PROT_NONE (an mremap destination).
 std::byte* Reserve(size_t len) {
@@ -290,10 +250,9 @@ TEST_F(AppEventsTest, MadviseDontNeed) {
 
 // Forwards to the kernel's userfaultfd; after a read that returned an event
 // of the armed kind, sleeps `delay` before handing the batch on (once).
-class DelayingUffd final : public os::Uffd {
+class DelayingUffd final : public ForwardingUffd {
  public:
-  explicit DelayingUffd(std::unique_ptr<os::Uffd> real)
-      : real_(std::move(real)) {}
+  using ForwardingUffd::ForwardingUffd;
 
   void DelayNext(os::UffdEvent::Kind kind, absl::Duration delay) {
     delay_ = delay;
@@ -304,20 +263,8 @@ class DelayingUffd final : public os::Uffd {
   // let the application's call return, so poll it).
   bool delayed() const { return delayed_.load(); }
 
-  int fd() const override { return real_->fd(); }
-  os::UffdOpenPath path() const override { return real_->path(); }
-  uint64_t features() const override { return real_->features(); }
-  uint64_t supported_features() const override {
-    return real_->supported_features();
-  }
-  absl::Status Register(uint64_t a, uint64_t l, uint32_t m) override {
-    return real_->Register(a, l, m);
-  }
-  absl::Status Unregister(uint64_t a, uint64_t l) override {
-    return real_->Unregister(a, l);
-  }
   os::ReadResult ReadEvents(absl::Span<os::UffdEvent> out) override {
-    const os::ReadResult r = real_->ReadEvents(out);
+    const os::ReadResult r = real().ReadEvents(out);
     for (size_t i = 0; i < r.count; ++i) {
       if (static_cast<int>(out[i].kind) == kind_.load() && armed_.load() &&
           armed_.exchange(false)) {
@@ -328,29 +275,8 @@ class DelayingUffd final : public os::Uffd {
     }
     return r;
   }
-  os::UffdResult Copy(uint64_t d, const void* s, uint64_t l, bool w,
-                      bool wp) override {
-    return real_->Copy(d, s, l, w, wp);
-  }
-  os::UffdResult ZeroPage(uint64_t d, uint64_t l, bool w) override {
-    return real_->ZeroPage(d, l, w);
-  }
-  os::UffdResult Wake(uint64_t a, uint64_t l) override {
-    return real_->Wake(a, l);
-  }
-  os::UffdResult WriteProtect(uint64_t a, uint64_t l, bool p, bool w) override {
-    return real_->WriteProtect(a, l, p, w);
-  }
-  os::UffdResult Move(uint64_t d, uint64_t s, uint64_t l, bool w,
-                      bool h) override {
-    return real_->Move(d, s, l, w, h);
-  }
-  os::UffdResult Poison(uint64_t a, uint64_t l, bool w) override {
-    return real_->Poison(a, l, w);
-  }
 
  private:
-  std::unique_ptr<os::Uffd> real_;
   std::atomic<bool> armed_{false};
   std::atomic<int> kind_{-1};
   std::atomic<bool> delayed_{false};

@@ -18,31 +18,12 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "tests/runtime/runtime_test_util.h"
 #include "tests/test_support.h"
 #include "upager/upager.h"
 
 namespace upager::testing {
 namespace {
-
-std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
-  auto rt = Runtime::Create(o);
-  EXPECT_TRUE(rt.ok()) << rt.status();
-  return rt.ok() ? std::move(*rt) : nullptr;
-}
-
-// See runtime_test.cc: the faulting thread is woken before the counters
-// move, so exact Stats checks wait (bounded) for the service to catch up.
-Stats SettledStats(const Runtime& rt) {
-  Stats s = rt.stats();
-  for (int i = 0; i < 10000; ++i) {
-    const uint64_t faults = s.faults_missing_read + s.faults_missing_write +
-                            s.faults_write_protect + s.faults_minor;
-    if (s.fault_latency.count + s.fill_retries >= faults) break;
-    absl::SleepFor(absl::Milliseconds(1));
-    s = rt.stats();
-  }
-  return s;
-}
 
 // Which pages of [p, p + pages) the kernel has mapped (private or the
 // shared zero page).
@@ -440,7 +421,7 @@ TEST(AdaptiveFaultAroundTest, SequentialTouchGrowsTheWindowRandomDoesNot) {
   ASSERT_EQ(std::memcmp((*seq)->data(), shadow.data(), shadow.size()), 0);
   // 16 + 32 + 64 + 128 + 256 * 14 + ... : about 4096 / 256 + 4 faults,
   // instead of 4096 / 16 = 256 with a fixed window.
-  Stats s = (*rt)->stats();
+  Stats s = SettledStats(**rt);
   EXPECT_LE(s.faults_missing_write, 4096u / 256 + 8) << s.ToString();
   EXPECT_EQ(s.pages_zero_filled, kPages);
 

@@ -23,34 +23,12 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "tests/runtime/runtime_test_util.h"
+#include "tests/test_support.h"
 #include "upager/upager.h"
 
 namespace upager::testing {
 namespace {
-
-std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
-  auto rt = Runtime::Create(o);
-  EXPECT_TRUE(rt.ok()) << rt.status();
-  return rt.ok() ? std::move(*rt) : nullptr;
-}
-
-// See runtime_test.cc: waits until every fault read so far has been served
-// to the end (the faulting thread is woken before the counters move).
-Stats SettledStats(const Runtime& rt) {
-  Stats s = rt.stats();
-  for (int i = 0; i < 10000; ++i) {
-    const uint64_t faults = s.faults_missing_read + s.faults_missing_write +
-                            s.faults_write_protect + s.faults_minor;
-    if (s.fault_latency.count + s.fill_retries >= faults) break;
-    absl::SleepFor(absl::Milliseconds(1));
-    s = rt.stats();
-  }
-  return s;
-}
-
-bool IsUnmapped(const void* p, size_t len) {
-  return msync(const_cast<void*>(p), len, MS_ASYNC) != 0 && errno == ENOMEM;
-}
 
 unsigned char Pattern(uint64_t seed, uint64_t i) {
   return static_cast<unsigned char>((seed * 97 + i * 13 + (i >> 12)) % 251 + 1);

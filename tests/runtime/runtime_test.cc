@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/runtime/runtime_test_util.h"
 #include "tests/test_support.h"
 #include "upager/upager.h"
 
@@ -30,32 +31,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
-  auto rt = Runtime::Create(o);
-  EXPECT_TRUE(rt.ok()) << rt.status();
-  return rt.ok() ? std::move(*rt) : nullptr;
-}
-
 // A byte pattern that differs per (seed, offset), never all zero.
 unsigned char Pattern(uint64_t seed, uint64_t i) {
   return static_cast<unsigned char>((seed * 131 + i * 7 + (i >> 12) * 3) % 251 +
                                     1);
-}
-
-// The faulting thread is woken by the fill ioctl itself, before the service
-// thread publishes the page's new state and bumps the counters, so a Stats
-// snapshot taken right after a touch can be one fill behind. Waits (bounded)
-// until every fault read so far has finished being served.
-Stats SettledStats(const Runtime& rt) {
-  Stats s = rt.stats();
-  for (int i = 0; i < 10000; ++i) {
-    const uint64_t faults = s.faults_missing_read + s.faults_missing_write +
-                            s.faults_write_protect + s.faults_minor;
-    if (s.fault_latency.count + s.fill_retries >= faults) break;
-    absl::SleepFor(absl::Milliseconds(1));
-    s = rt.stats();
-  }
-  return s;
 }
 
 std::vector<unsigned char> Shadow(uint64_t seed, size_t n) {
@@ -77,39 +56,38 @@ uintptr_t FreeAddressRange(size_t bytes) {
 // ---------------------------------------------------------------------------
 // Bad input.
 
-TEST(RuntimeOptionsTest, ServiceThreadsOutOfRange) {
-  for (int bad : {65, -1}) {
+TEST(RuntimeOptionsTest, OutOfRangeValuesAreRejectedNamingTheValue) {
+  // (field as named in the message, value, setter)
+  const struct {
+    const char* field;
+    int64_t value;
+    void (*set)(RuntimeOptions&, int64_t);
+  } cases[] = {
+      {"service_threads", 65,
+       [](RuntimeOptions& o, int64_t v) { o.service_threads = static_cast<int>(v); }},
+      {"service_threads", -1,
+       [](RuntimeOptions& o, int64_t v) { o.service_threads = static_cast<int>(v); }},
+      {"fault_around_pages", 0,
+       [](RuntimeOptions& o, int64_t v) { o.fault_around_pages = static_cast<uint32_t>(v); }},
+      {"fault_around_pages", 513,
+       [](RuntimeOptions& o, int64_t v) { o.fault_around_pages = static_cast<uint32_t>(v); }},
+      {"fault_around_max_pages", 0,
+       [](RuntimeOptions& o, int64_t v) { o.fault_around_max_pages = static_cast<uint32_t>(v); }},
+      {"fault_around_max_pages", 513,
+       [](RuntimeOptions& o, int64_t v) { o.fault_around_max_pages = static_cast<uint32_t>(v); }},
+      {"max_events_per_read", 0,
+       [](RuntimeOptions& o, int64_t v) { o.max_events_per_read = static_cast<uint32_t>(v); }},
+      {"max_events_per_read", 65,
+       [](RuntimeOptions& o, int64_t v) { o.max_events_per_read = static_cast<uint32_t>(v); }},
+  };
+  for (const auto& c : cases) {
     RuntimeOptions o;
-    o.service_threads = bad;
+    c.set(o, c.value);
     auto rt = Runtime::Create(o);
-    ASSERT_FALSE(rt.ok()) << bad;
+    ASSERT_FALSE(rt.ok()) << c.field << " = " << c.value;
     EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(rt.status().message()),
-                HasSubstr(absl::StrCat("service_threads = ", bad)));
-  }
-}
-
-TEST(RuntimeOptionsTest, FaultAroundPagesOutOfRange) {
-  for (uint32_t bad : {0u, 513u}) {
-    RuntimeOptions o;
-    o.fault_around_pages = bad;
-    auto rt = Runtime::Create(o);
-    ASSERT_FALSE(rt.ok()) << bad;
-    EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(rt.status().message()),
-                HasSubstr(absl::StrCat("fault_around_pages = ", bad)));
-  }
-}
-
-TEST(RuntimeOptionsTest, MaxEventsPerReadOutOfRange) {
-  for (uint32_t bad : {0u, 65u}) {
-    RuntimeOptions o;
-    o.max_events_per_read = bad;
-    auto rt = Runtime::Create(o);
-    ASSERT_FALSE(rt.ok()) << bad;
-    EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(rt.status().message()),
-                HasSubstr(absl::StrCat("max_events_per_read = ", bad)));
+                HasSubstr(absl::StrCat(c.field, " = ", c.value)));
   }
 }
 

@@ -14,16 +14,16 @@
 #include <utility>
 
 #include "runtime/os/userfaultfd.h"
+#include "tests/runtime/os/forwarding_uffd.h"
 
 namespace upager::testing {
 
-class FakeUffd final : public internal::os::Uffd {
+class FakeUffd final : public ForwardingUffd {
  public:
-  using Result = internal::os::UffdResult;
   using Outcome = internal::os::UffdOutcome;
 
   explicit FakeUffd(std::unique_ptr<internal::os::Uffd> real)
-      : real_(std::move(real)) {}
+      : ForwardingUffd(std::move(real)) {}
 
   // The next `n` fills (Copy/ZeroPage) fail with `outcome`/`err` without
   // touching the kernel. With `partial_pages` > 0 and a fill longer than
@@ -44,21 +44,10 @@ class FakeUffd final : public internal::os::Uffd {
   // if they never got a CPU; only the guard thread reads.
   void StarveServiceThreads() { starve_ = true; }
 
-  int fd() const override { return real_->fd(); }
-  internal::os::UffdOpenPath path() const override { return real_->path(); }
   uint64_t features() const override {
-    uint64_t f = real_->features();
+    uint64_t f = real().features();
     if (hide_poison_) f &= ~internal::os::uffd_feature::kPoison;
     return f;
-  }
-  uint64_t supported_features() const override {
-    return real_->supported_features();
-  }
-  absl::Status Register(uint64_t a, uint64_t l, uint32_t m) override {
-    return real_->Register(a, l, m);
-  }
-  absl::Status Unregister(uint64_t a, uint64_t l) override {
-    return real_->Unregister(a, l);
   }
   internal::os::ReadResult ReadEvents(
       absl::Span<internal::os::UffdEvent> out) override {
@@ -67,28 +56,22 @@ class FakeUffd final : public internal::os::Uffd {
       pthread_getname_np(pthread_self(), name, sizeof(name));
       if (std::strncmp(name, "upager-svc-", 11) == 0) return {0, 0};
     }
-    return real_->ReadEvents(out);
+    return real().ReadEvents(out);
   }
   Result Copy(uint64_t dst, const void* src, uint64_t len, bool wake,
               bool wp) override {
     return Fill(dst, len, [&](uint64_t d, uint64_t l) {
-      return real_->Copy(d, src, l, wake, wp);
+      return real().Copy(d, src, l, wake, wp);
     });
   }
   Result ZeroPage(uint64_t dst, uint64_t len, bool wake) override {
-    return Fill(dst, len,
-                [&](uint64_t d, uint64_t l) { return real_->ZeroPage(d, l, wake); });
-  }
-  Result Wake(uint64_t a, uint64_t l) override { return real_->Wake(a, l); }
-  Result WriteProtect(uint64_t a, uint64_t l, bool p, bool w) override {
-    return real_->WriteProtect(a, l, p, w);
-  }
-  Result Move(uint64_t d, uint64_t s, uint64_t l, bool w, bool h) override {
-    return real_->Move(d, s, l, w, h);
+    return Fill(dst, len, [&](uint64_t d, uint64_t l) {
+      return real().ZeroPage(d, l, wake);
+    });
   }
   Result Poison(uint64_t a, uint64_t l, bool w) override {
     poisons_.fetch_add(1);
-    return real_->Poison(a, l, w);
+    return real().Poison(a, l, w);
   }
 
  private:
@@ -110,7 +93,6 @@ class FakeUffd final : public internal::os::Uffd {
     return r;
   }
 
-  std::unique_ptr<internal::os::Uffd> real_;
   std::atomic<int> fill_failures_{0};
   std::atomic<Outcome> outcome_{Outcome::kDone};
   std::atomic<int> err_{0};

@@ -1,0 +1,56 @@
+// Helpers shared by the runtime's end-to-end tests.
+#ifndef UPAGER_TESTS_RUNTIME_RUNTIME_TEST_UTIL_H_
+#define UPAGER_TESTS_RUNTIME_RUNTIME_TEST_UTIL_H_
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "upager/upager.h"
+
+namespace upager::testing {
+
+// A Runtime, or nullptr after a test failure naming the status.
+inline std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
+  auto rt = Runtime::Create(o);
+  EXPECT_TRUE(rt.ok()) << rt.status();
+  return rt.ok() ? std::move(*rt) : nullptr;
+}
+
+// The faulting thread is woken by the fill ioctl itself, before the service
+// thread publishes the page's new state and bumps the counters, so a Stats
+// snapshot taken right after a touch can be one fill behind. Waits (bounded)
+// until every fault read so far has finished being served. `Rt` is a
+// Runtime or an internal::Engine.
+template <typename Rt>
+Stats SettledStats(const Rt& rt) {
+  Stats s = rt.stats();
+  for (int i = 0; i < 10000; ++i) {
+    const uint64_t faults = s.faults_missing_read + s.faults_missing_write +
+                            s.faults_write_protect + s.faults_minor;
+    if (s.fault_latency.count + s.fill_retries >= faults) break;
+    absl::SleepFor(absl::Milliseconds(1));
+    s = rt.stats();
+  }
+  return s;
+}
+
+// Is all of [p, p + len) mapped? Is none of it? (msync fails with ENOMEM
+// on a range with unmapped pages.)
+inline bool IsMapped(const void* p, size_t len) {
+  return msync(const_cast<void*>(p), len, MS_ASYNC) == 0;
+}
+inline bool IsUnmapped(const void* p, size_t len) {
+  return msync(const_cast<void*>(p), len, MS_ASYNC) != 0 && errno == ENOMEM;
+}
+
+}  // namespace upager::testing
+
+#endif  // UPAGER_TESTS_RUNTIME_RUNTIME_TEST_UTIL_H_
