@@ -3,9 +3,12 @@
 // region), user-mode-only userfaultfds, and Stats. Every test that pages
 // checks the bytes it reads back against a shadow copy.
 #include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -515,6 +518,63 @@ TEST(StatsTest, LatencyAndToString) {
   EXPECT_THAT(text, HasSubstr("1 region(s)"));
   EXPECT_TRUE(rt->Unmap(*r).ok());
   EXPECT_EQ(rt->stats().regions, 0u);
+}
+
+}  // namespace
+}  // namespace upager::testing
+
+namespace upager::testing {
+namespace {
+
+int ReadSysctl(const char* path) {
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return -1;
+  int v = -1;
+  if (std::fscanf(f, "%d", &v) != 1) v = -1;
+  std::fclose(f);
+  return v;
+}
+
+TEST(PermissionTest, UnprivilegedUserGetsAClearErrorOrUserModeOnly) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to drop to an unprivileged user";
+  const bool sysctl_open =
+      ReadSysctl("/proc/sys/vm/unprivileged_userfaultfd") == 1;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Child: become nobody (no CAP_SYS_PTRACE), then try both ways.
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(10);
+    auto strict = Runtime::Create({.uffd_open = UffdOpenMode::kSyscall});
+    if (!sysctl_open) {
+      if (strict.ok()) _exit(11);
+      if (strict.status().code() != absl::StatusCode::kPermissionDenied) _exit(12);
+      if (std::string(strict.status().message())
+              .find("vm.unprivileged_userfaultfd") == std::string::npos) {
+        _exit(13);
+      }
+    }
+    auto rt = Runtime::Create({});
+    if (!rt.ok()) _exit(14);
+    const Stats s = (*rt)->stats();
+    if (!sysctl_open && access("/dev/userfaultfd", R_OK | W_OK) != 0 &&
+        (s.uffd_mode != "user-mode-only" || s.kernel_faults_served)) {
+      _exit(15);
+    }
+    auto region = (*rt)->Map({.size = 16 * 4096, .name = "nobody"});
+    if (!region.ok()) _exit(16);
+    std::memset((*region)->data(), 0x42, 16 * 4096);
+    for (size_t i = 0; i < 16 * 4096; ++i) {
+      if (static_cast<int>((*region)->data()[i]) != 0x42) _exit(17);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died: " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "10 setuid, 11 strict open succeeded, 12 wrong code, 13 message "
+         "lacks the fix, 14 auto failed, 15 not user-mode-only, 16 map, "
+         "17 data";
 }
 
 }  // namespace
