@@ -1,0 +1,116 @@
+// Where evicted pages go: the backing-store interface, and upager's own
+// stores (an io_uring swap file, an in-memory store).
+//
+// A store holds fixed-size slots of page_size() bytes. I/O is asynchronous
+// and batched: Submit() queues page reads and writes (and may start them);
+// completions come back through Reap()/Wait(), each carrying the caller's
+// tag. A write is safe (its slot reads back the written bytes) once its
+// completion has been reaped with error == 0; until then the caller must
+// keep the page's bytes elsewhere. Applications may implement their own
+// store (a compressed tier, a remote one) and pass it to the Runtime.
+//
+// Thread-safety: every method may be called concurrently from any thread.
+#ifndef UPAGER_BACKING_STORE_H_
+#define UPAGER_BACKING_STORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace upager {
+
+struct BackingStoreStats {
+  uint64_t capacity_slots = 0;
+  uint64_t used_slots = 0;
+  uint64_t reads = 0;          // completed page reads
+  uint64_t writes = 0;         // completed page writes
+  uint64_t read_errors = 0;
+  uint64_t write_errors = 0;
+  uint64_t submits = 0;        // submission batches (io_uring_submit calls)
+  uint64_t short_transfers = 0;  // partial reads/writes requeued
+  bool registered_buffers = false;  // I/O uses fixed (pre-registered) buffers
+  bool registered_file = false;     // I/O uses a registered file
+  bool direct_io = false;           // O_DIRECT
+};
+
+class BackingStore {
+ public:
+  struct Request {
+    enum class Op : uint8_t { kRead, kWrite };
+    Op op = Op::kRead;
+    uint64_t slot = 0;
+    // page_size() bytes, aligned to page_size(); must stay valid (and, for
+    // a write, unchanged) until the request's completion is reaped.
+    std::byte* buffer = nullptr;
+    uint64_t tag = 0;  // returned in the completion
+  };
+  struct Completion {
+    uint64_t tag = 0;
+    int error = 0;  // 0, or an errno: EIO, ENOSPC, ...
+  };
+
+  virtual ~BackingStore() = default;
+
+  virtual size_t page_size() const = 0;
+  virtual uint64_t capacity_slots() const = 0;
+
+  // A free slot, or ResourceExhausted naming the capacity when full. Freed
+  // slots are reused.
+  virtual absl::StatusOr<uint64_t> AllocateSlot() = 0;
+  // Precondition: `slot` was allocated and has no request in flight.
+  virtual void FreeSlot(uint64_t slot) = 0;
+
+  // Offers the memory the caller will use as I/O buffers, so a store may
+  // pre-register it (io_uring fixed buffers). Optional: requests with
+  // buffers outside it still work. Returns OK also when the store chose not
+  // to register (see stats().registered_buffers).
+  virtual absl::Status RegisterBuffers(std::byte* base, size_t len) = 0;
+
+  // Queues the requests. On error, none of them was queued. InvalidArgument
+  // for a slot out of range or a misaligned buffer.
+  virtual absl::Status Submit(absl::Span<const Request> requests) = 0;
+  // Non-blocking: moves up to out.size() completions into `out`.
+  virtual size_t Reap(absl::Span<Completion> out) = 0;
+  // As Reap, but waits up to `timeout` for at least one completion.
+  virtual size_t Wait(absl::Span<Completion> out, absl::Duration timeout) = 0;
+  // A descriptor that is readable while completions wait to be reaped (so
+  // the runtime can poll it beside the userfaultfd), or -1 if the store has
+  // none (then the runtime calls Reap after Submit and when idle).
+  virtual int completion_fd() const = 0;
+
+  virtual BackingStoreStats stats() const = 0;
+};
+
+struct SwapFileOptions {
+  // A file on a local disk; created if missing, truncated to the capacity.
+  std::string path;
+  // Bytes; a non-zero multiple of the page size.
+  uint64_t capacity_bytes = 0;
+  // O_DIRECT: page I/O bypasses the page cache (falls back to buffered I/O,
+  // reported in stats, when the file system refuses it).
+  bool direct_io = true;
+  // io_uring submission queue entries. 1..4096.
+  uint32_t queue_depth = 128;
+  // Remove the file when the store is destroyed.
+  bool unlink_on_close = true;
+};
+
+// An io_uring-driven swap file. Fails with InvalidArgument naming a bad
+// option, or the error of the failed system call naming the path.
+absl::StatusOr<std::unique_ptr<BackingStore>> OpenSwapFile(
+    const SwapFileOptions& options);
+
+// Pages kept in anonymous memory: for tests, and as the model a custom
+// store can start from. Completes requests inside Submit.
+absl::StatusOr<std::unique_ptr<BackingStore>> NewMemoryStore(
+    uint64_t capacity_bytes);
+
+}  // namespace upager
+
+#endif  // UPAGER_BACKING_STORE_H_
