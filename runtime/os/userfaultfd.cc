@@ -195,8 +195,9 @@ class KernelUffd final : public Uffd {
                           bool wake) override {
     uffdio_writeprotect wp = {};
     wp.range = {addr, len};
-    wp.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
-              (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
+    // The kernel wakes only when un-protecting, and rejects WP|DONTWAKE.
+    wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP
+                      : (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
     const int rc = ioctl(fd_, UFFDIO_WRITEPROTECT, &wp);
     return FromIoctl(rc, 0, len);
   }

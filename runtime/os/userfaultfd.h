@@ -161,6 +161,8 @@ class Uffd {
   // Maps the shared zero page.
   virtual UffdResult ZeroPage(uint64_t dst, uint64_t len, bool wake) = 0;
   virtual UffdResult Wake(uint64_t addr, uint64_t len) = 0;
+  // Arms (protect) or clears write protection. `wake` matters only when
+  // clearing: protecting never wakes anyone.
   virtual UffdResult WriteProtect(uint64_t addr, uint64_t len, bool protect,
                                   bool wake) = 0;
   // Moves pages from src (ordinary anonymous memory of this process) to dst.
