@@ -26,6 +26,7 @@ struct Counters {
   Counter faults_stale;
   Counter pages_zero_filled;
   Counter pages_zero_mapped;
+  Counter pages_file_filled;
   Counter pages_fault_around;
   Counter fill_exists;
   Counter fill_retries;

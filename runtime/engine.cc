@@ -181,6 +181,9 @@ Engine::~Engine() {
         (void)os::Unmap(reinterpret_cast<void*>(iv.start), iv.end - iv.start);
       }
     }
+    if (core->source != nullptr) {
+      (void)os::Unmap(const_cast<std::byte*>(core->source), core->size);
+    }
     delete region;
   }
   regions_.clear();
@@ -219,8 +222,28 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
         "RegionOptions.fault_around_pages = ", fault_around, " for region '",
         o.name, "' is outside [1, ", RuntimeOptions::kMaxFaultAroundPages, "]"));
   }
+  if (o.source_offset % page_size_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RegionOptions.source_offset = ", o.source_offset, " for region '",
+        o.name, "' is not a multiple of the page size ", page_size_));
+  }
+  os::FileMapping source;
+  if (!o.source_path.empty()) {
+    auto m = os::MapFileReadOnly(o.source_path.c_str(), o.source_offset,
+                                 o.size);
+    if (!m.ok()) {
+      return absl::Status(m.status().code(),
+                          absl::StrCat("mapping region '", o.name,
+                                       "': ", m.status().message()));
+    }
+    source = *m;
+  }
+  auto unmap_source = [&] {
+    if (source.addr != nullptr) (void)os::Unmap(source.addr, source.len);
+  };
   absl::StatusOr<void*> mapped =
       os::MapAnonymous(o.size, os::Protection::kReadWrite, o.fixed_address);
+  if (!mapped.ok()) unmap_source();
   if (!mapped.ok()) {
     if (absl::IsAlreadyExists(mapped.status())) {
       return absl::AlreadyExistsError(absl::StrFormat(
@@ -234,6 +257,7 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
   const auto base = reinterpret_cast<uintptr_t>(mem);
   auto fail = [&](absl::Status s) {
     (void)os::Unmap(mem, o.size);
+    unmap_source();
     return absl::Status(s.code(),
                         absl::StrCat("mapping region '", o.name, "': ",
                                      s.message()));
@@ -250,6 +274,7 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
   auto core = std::make_unique<RegionCore>(
       base, o.size, page_size_, fault_around,
       std::max(fault_around, options_.fault_around_max_pages));
+  core->source = static_cast<const std::byte*>(source.addr);
   auto* region = new Region(static_cast<std::byte*>(mem), o.size, page_size_,
                             o.name, core.get());
   core->region = region;
@@ -326,6 +351,9 @@ absl::Status Engine::Unmap(Region* region) {
         !s.ok() && result.ok()) {
       result = s;
     }
+  }
+  if (core->source != nullptr) {
+    (void)os::Unmap(const_cast<std::byte*>(core->source), core->size);
   }
   delete region;
   return result;
@@ -435,6 +463,7 @@ Stats Engine::stats() const {
   s.faults_stale = c.faults_stale.Get();
   s.pages_zero_filled = c.pages_zero_filled.Get();
   s.pages_zero_mapped = c.pages_zero_mapped.Get();
+  s.pages_file_filled = c.pages_file_filled.Get();
   s.pages_fault_around = c.pages_fault_around.Get();
   s.fill_exists = c.fill_exists.Get();
   s.fill_retries = c.fill_retries.Get();

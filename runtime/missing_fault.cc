@@ -97,15 +97,20 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // another service thread before this one gets past the ioctl.
   t.core->fault_around.Filled(t.page, n);
 
-  // A write fault gets private zeroed pages (UFFDIO_COPY from an untouched
-  // read-only mapping); a read fault gets the shared zero page, which costs
-  // no memory until written, exactly as the kernel does for anonymous
-  // memory.
+  // A file-backed region copies its pages from a read-only mapping of the
+  // file (the kernel reads what is not cached yet, inside the ioctl). A
+  // zero-filled region gives a write fault private zeroed pages (UFFDIO_COPY
+  // from an untouched read-only mapping) and a read fault the shared zero
+  // page, which costs no memory until written, exactly as the kernel does
+  // for anonymous memory.
+  const bool from_file = t.core->source != nullptr;
   const os::UffdResult r =
-      e.write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/true,
-                            /*write_protect=*/false)
-              : uffd_->ZeroPage(addr, len, /*wake=*/true);
-  const PageState filled = FilledState(e.write);
+      from_file ? uffd_->Copy(addr, t.core->source + t.page.value() * page_size_,
+                              len, /*wake=*/true, /*write_protect=*/false)
+      : e.write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/true,
+                              /*write_protect=*/false)
+                : uffd_->ZeroPage(addr, len, /*wake=*/true);
+  const PageState filled = FilledState(e.write || from_file);
   const uint64_t done =
       r.ok() ? n : std::min<uint64_t>(n, r.bytes / page_size_);
 
@@ -119,7 +124,9 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
     }
   }
   CountPresent(t.core, filled, static_cast<int64_t>(done));
-  (e.write ? counters_.pages_zero_filled : counters_.pages_zero_mapped)
+  (from_file ? counters_.pages_file_filled
+   : e.write ? counters_.pages_zero_filled
+             : counters_.pages_zero_mapped)
       .Add(done);
   if (done > 1) counters_.pages_fault_around.Add(done - 1);
   if (r.ok()) return Served::kDone;
@@ -171,7 +178,8 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
       restore_from(done);
       RecordError(r.ToStatus(absl::StrFormat(
                                  "%s(dst=%#x, len=%#x) for region '%s'",
-                                 e.write ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE",
+                                 e.write || from_file ? "UFFDIO_COPY"
+                                                      : "UFFDIO_ZEROPAGE",
                                  addr, len, t.core->region->name())
                                  .c_str()));
       ReleaseWithFailure(addr);

@@ -40,6 +40,10 @@ class RegionCore {
   const uint64_t pages;
   FaultAroundSizer fault_around;  // base 1 = off
   PageTable table;
+  // File-backed regions: a read-only private mapping of the source file
+  // whose byte 0 is the region's byte 0; fills copy from it. nullptr for
+  // zero-filled regions. Owned: unmapped with the region.
+  const std::byte* source = nullptr;
 
   std::atomic<int64_t> resident{0};     // pages in kResident
   std::atomic<int64_t> zero_mapped{0};  // pages in kZero

@@ -26,9 +26,10 @@ std::string Stats::ToString() const {
       faults_missing_read, faults_missing_write, faults_write_protect,
       faults_minor, faults_foreign, faults_stale);
   absl::StrAppendFormat(
-      &s, "pages: %d zero-filled, %d zero-mapped, %d by fault-around; "
-      "fills: %d exists, %d retries, %d gone\n",
-      pages_zero_filled, pages_zero_mapped, pages_fault_around, fill_exists,
+      &s, "pages: %d zero-filled, %d zero-mapped, %d from files, %d by "
+      "fault-around; fills: %d exists, %d retries, %d gone\n",
+      pages_zero_filled, pages_zero_mapped, pages_file_filled,
+      pages_fault_around, fill_exists,
       fill_retries, fill_gone);
   absl::StrAppendFormat(
       &s, "events: %d remove, %d unmap, %d remap, %d unknown; %d messages in "

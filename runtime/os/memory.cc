@@ -1,6 +1,8 @@
 #include "runtime/os/memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,6 +43,42 @@ absl::StatusOr<void*> MapAnonymous(size_t len, Protection prot, void* fixed) {
                                                  fixed, len));
   }
   return addr;
+}
+
+absl::StatusOr<FileMapping> MapFileReadOnly(const char* path, uint64_t offset,
+                                            uint64_t len) {
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return ErrnoToStatus(errno, absl::StrFormat("open(\"%s\")", path));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return ErrnoToStatus(err, absl::StrFormat("fstat(\"%s\")", path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrFormat("source file \"%s\" is not a regular file", path));
+  }
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (offset > size || size - offset < len) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "source file \"%s\" has %d bytes; the region needs %d bytes from "
+        "offset %d",
+        path, size, len, offset));
+  }
+  void* addr = mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd,
+                    static_cast<off_t>(offset));
+  const int err = errno;
+  close(fd);  // the mapping keeps the file open
+  if (addr == MAP_FAILED) {
+    return ErrnoToStatus(err, absl::StrFormat("mmap(\"%s\", offset=%d, len=%#x)",
+                                              path, offset, len));
+  }
+  return FileMapping{addr, len, size};
 }
 
 absl::Status Unmap(void* addr, size_t len) {

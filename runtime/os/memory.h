@@ -27,6 +27,19 @@ absl::StatusOr<void*> MapAnonymous(size_t len, Protection prot,
                                    void* fixed = nullptr);
 absl::Status Unmap(void* addr, size_t len);
 
+// A read-only private mapping of `len` bytes of the file at `path` from
+// byte `offset` (page-aligned). Fails with the open/stat error naming the
+// path, InvalidArgument if the file is shorter than offset + len or is not
+// a regular file. The mapping is the source of UFFDIO_COPY fills; the
+// caller unmaps it with Unmap(addr, len).
+struct FileMapping {
+  void* addr = nullptr;
+  uint64_t len = 0;
+  uint64_t file_size = 0;
+};
+absl::StatusOr<FileMapping> MapFileReadOnly(const char* path, uint64_t offset,
+                                            uint64_t len);
+
 // MADV_NOHUGEPAGE: keeps faults at base-page granularity.
 absl::Status AdviseNoHugePage(void* addr, size_t len);
 // MADV_DONTNEED: drops the pages (a registered range raises REMOVE).

@@ -92,6 +92,14 @@ struct RegionOptions {
   void* fixed_address = nullptr;
   // Overrides RuntimeOptions::fault_around_pages for this region.
   std::optional<uint32_t> fault_around_pages;
+
+  // File-backed region: page i first reads as bytes [source_offset +
+  // i * page_size, ...) of this file, filled lazily on first touch. Writes
+  // stay in the region (private copy-on-write): the file is never modified.
+  // The file must hold source_offset + size bytes; source_offset is a
+  // multiple of the page size. Empty: a zero-filled region.
+  std::string source_path;
+  uint64_t source_offset = 0;
 };
 
 }  // namespace upager

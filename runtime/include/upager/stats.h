@@ -57,6 +57,7 @@ struct Stats {
   // --- Pages filled.
   uint64_t pages_zero_filled = 0;  // private zeroed pages (UFFDIO_COPY)
   uint64_t pages_zero_mapped = 0;  // shared zero page (UFFDIO_ZEROPAGE)
+  uint64_t pages_file_filled = 0;  // copied from a file-backed region's file
   uint64_t pages_fault_around = 0;  // of the above, beyond the faulting page
   uint64_t fill_exists = 0;   // EEXIST: someone filled first; woken instead
   uint64_t fill_retries = 0;  // EAGAIN: address space changing; retried
