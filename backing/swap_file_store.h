@@ -1,0 +1,168 @@
+// The io_uring swap file behind OpenSwapFile: slot i is the page at file
+// offset i * page_size(), read and written with O_DIRECT where the file
+// system allows it.
+//
+// How a request travels. Submit checks the whole batch, gives each request
+// an op record (user_data = its index) and queues it; Pump() moves queued
+// ops into the ring while fewer than cq_entries() are in flight (so the
+// completion queue can never overflow), submitting whenever the submission
+// queue fills and once more at the end: one io_uring_submit per batch that
+// fits. Reap takes every available completion: a short transfer is queued
+// again for the remaining bytes (at the head of the queue) and reported
+// only when all page_size() bytes have moved; an error is reported with its
+// errno and counted. An op that does not fit in the ring waits in the queue
+// and goes in as earlier completions are reaped, so no request is dropped.
+//
+// completion_fd() is an eventfd the ring signals for every completion. Reap
+// clears it and signals it again if completions are left behind (the
+// caller's span was full), so it is readable exactly while something may
+// wait; Wait polls it with the lock released.
+//
+// SYNCHRONIZATION
+// - mu_ guards the ring (liburing's queues are not thread-safe), the op
+//   table, the queue, the registration state and the counters. Every public
+//   method holds it only for non-blocking work; Wait sleeps in poll(2) on
+//   the eventfd without it.
+// - slots_ has its own lock and is never called with mu_ held, except from
+//   stats() (lock order: mu_, then the allocator's).
+// - Destruction must not race with any other call (as for any object). The
+//   destructor waits for the requests already in the kernel, because their
+//   buffers belong to the caller, who may free them once it returns.
+#ifndef UPAGER_BACKING_SWAP_FILE_STORE_H_
+#define UPAGER_BACKING_SWAP_FILE_STORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "backing/slot_allocator.h"
+#include "runtime/os/file.h"
+#include "runtime/os/io_uring.h"
+#include "runtime/os/wakeup.h"
+#include "upager/backing_store.h"
+
+namespace upager::internal {
+
+// Makes the ring a store runs on; tests pass one that wraps the kernel's.
+using IoUringFactory =
+    std::function<absl::StatusOr<std::unique_ptr<os::IoUring>>(
+        uint32_t queue_depth)>;
+
+class SwapFileStore final : public BackingStore {
+ public:
+  // The queue depth options accept.
+  static constexpr uint32_t kMaxQueueDepth = 4096;
+
+  // Validates `options` (InvalidArgument naming the bad one), opens or
+  // creates the file (mode 0600, O_DIRECT unless refused), sizes it to the
+  // capacity with its blocks reserved, sets up the ring and registers the
+  // file and the eventfd with it (falling back to plain descriptors when
+  // file registration is refused). A failed system call yields its status,
+  // which names the path; a file created by the failed attempt is removed.
+  static absl::StatusOr<std::unique_ptr<SwapFileStore>> Open(
+      const SwapFileOptions& options,
+      const IoUringFactory& make_ring = os::CreateIoUring);
+
+  SwapFileStore(const SwapFileStore&) = delete;
+  SwapFileStore& operator=(const SwapFileStore&) = delete;
+  // Waits (up to 30 s) for requests the kernel has started, drops the ones
+  // still queued, closes the file and, with unlink_on_close, removes it.
+  ~SwapFileStore() override;
+
+  size_t page_size() const override { return page_size_; }
+  uint64_t capacity_slots() const override { return slots_.capacity(); }
+  const std::string& path() const { return options_.path; }
+
+  absl::StatusOr<uint64_t> AllocateSlot() override;
+  void FreeSlot(uint64_t slot) override;
+  // Registers [base, base + len) as io_uring fixed buffers (replacing an
+  // earlier region). The kernel pins the whole range, faulting it in:
+  // offer a dedicated pool of I/O buffers, never a userfaultfd-registered
+  // region. Refusal (RLIMIT_MEMLOCK) is not an error: requests then go
+  // plain, and stats().registered_buffers says false.
+  absl::Status RegisterBuffers(std::byte* base, size_t len) override;
+  // Checks the whole batch first: a bad request refuses the batch and
+  // nothing is queued. A checked batch is accepted; the only later error is
+  // io_uring_enter failing with something other than EAGAIN, EBUSY or
+  // EINTR (which are retried), which only a broken ring reports (EBADF,
+  // EFAULT...): the status is returned, but the requests stay queued in the
+  // ring, so their buffers must be kept until their completions arrive.
+  // Requests are not ordered against each other: read a slot only after its
+  // write's completion was reaped.
+  absl::Status Submit(absl::Span<const Request> requests) override;
+  size_t Reap(absl::Span<Completion> out) override;
+  size_t Wait(absl::Span<Completion> out, absl::Duration timeout) override;
+  int completion_fd() const override { return completions_.fd(); }
+  BackingStoreStats stats() const override;
+
+ private:
+  // One accepted request, from Submit until its completion is reaped.
+  struct Op {
+    Request request;
+    uint32_t done = 0;  // bytes already transferred (after short transfers)
+  };
+
+  SwapFileStore(const SwapFileOptions& options, size_t page_size,
+                os::File file, os::EventFd completions,
+                std::unique_ptr<os::IoUring> ring, int ring_fd,
+                bool file_registered);
+
+  // Moves queued ops into the ring while there is room and submits what it
+  // prepared. A transient refusal (EAGAIN, EBUSY) leaves the entries in
+  // the ring for the next call; another error is returned, with the
+  // entries also left for the next call.
+  absl::Status Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SubmitRing() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  os::IoRequest MakeIoRequest(uint32_t id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies one completion: requeues a short transfer, or writes the
+  // request's Completion to *out and frees its op (returns true).
+  bool HandleCompletion(const os::IoCompletion& c, Completion* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint32_t NewOp(const Request& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t ReapLocked(absl::Span<Completion> out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const SwapFileOptions options_;
+  const size_t page_size_;  // bytes per slot
+  os::File file_;
+  os::EventFd completions_;  // registered with the ring
+  // The descriptor requests name: file_.fd(), or its index in the ring's
+  // registered files when file_registered_.
+  const int ring_fd_;
+  const bool file_registered_;
+  SlotAllocator slots_;
+  // Ops in the ring at most: the completion queue's size.
+  const uint32_t max_in_ring_;
+
+  mutable absl::Mutex mu_;
+  // State below is protected by mu_.
+  std::unique_ptr<os::IoUring> ring_ ABSL_GUARDED_BY(mu_);
+  std::vector<Op> ops_ ABSL_GUARDED_BY(mu_);  // indexed by user_data
+  std::vector<uint32_t> free_ops_ ABSL_GUARDED_BY(mu_);
+  // Ops accepted but not in the ring, oldest first (requeued short
+  // transfers go to the front: they are the oldest).
+  std::deque<uint32_t> queued_ ABSL_GUARDED_BY(mu_);
+  uint32_t in_ring_ ABSL_GUARDED_BY(mu_) = 0;  // prepared, not yet reaped
+  // Prepared entries the kernel has not taken yet (a transient submit
+  // failure); retried by every later call.
+  uint32_t unsubmitted_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<os::IoCompletion> cqes_ ABSL_GUARDED_BY(mu_);  // Reap scratch
+  bool buffers_registered_ ABSL_GUARDED_BY(mu_) = false;
+  // reads, writes, errors, submits, short transfers.
+  BackingStoreStats counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace upager::internal
+
+#endif  // UPAGER_BACKING_SWAP_FILE_STORE_H_
