@@ -44,10 +44,14 @@ absl::StatusOr<uint64_t> MemoryStore::AllocateSlot() {
 }
 
 void MemoryStore::FreeSlot(uint64_t slot) {
-  if (!slots_.Free(slot)) return;
-  // Gives the page back to the kernel. Failure only means the memory stays
-  // in use until the slot is rewritten or the store is destroyed.
-  (void)os::AdviseDontNeed(base_ + slot * page_size_, page_size_);
+  // Give the page back to the kernel *before* the slot can be allocated
+  // again: once Free returns, another thread may write a page into it, and
+  // a later DONTNEED would wipe those bytes. (Failure only means the
+  // memory stays in use until the slot is rewritten.)
+  if (slot < slots_.capacity()) {
+    (void)os::AdviseDontNeed(base_ + slot * page_size_, page_size_);
+  }
+  (void)slots_.Free(slot);
 }
 
 absl::Status MemoryStore::RegisterBuffers(std::byte* base, size_t len) {

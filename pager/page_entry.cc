@@ -14,6 +14,8 @@ const char* PageStateName(PageState s) {
       return "swapped";
     case PageState::kFilling:
       return "filling";
+    case PageState::kEvicting:
+      return "evicting";
   }
   // The state field is 4 bits wide; a corrupt entry can hold 5..15. Callers
   // print this in diagnostics, so it must not crash on bad input.

@@ -7,7 +7,10 @@
 //   bit   5      write-protected (uffd WP is armed on this page)
 //   bit   6      captured       a snapshot holds this page's old bytes
 //   bit   7      accessed       referenced since the policy last looked
-//   bits  8..15  reserved (zero)
+//   bit   8      wanted         kEvicting: a fault is waiting for the page
+//   bit   9      discard        kEvicting: the application dropped the page
+//                               (madvise/munmap); forget its bytes
+//   bits 10..15  reserved (zero)
 //   bits 16..63  swap slot (valid when state is kSwapped, or when a clean
 //                resident page still has a valid copy in the store)
 // Thread-safety: PageEntry is a plain value; see PageTable for atomicity.
@@ -24,6 +27,10 @@ enum class PageState : uint8_t {
   kResident = 2,  // a private page with the region's bytes
   kSwapped = 3,   // bytes live only in the swap slot
   kFilling = 4,   // a service thread owns the page and is filling it
+  // The evictor owns the page: its bytes were moved out of the region to a
+  // staging page and are being written to `slot`. A fault sets kWantedBit
+  // and waits; the evictor then moves the bytes back.
+  kEvicting = 5,
 };
 
 const char* PageStateName(PageState s);
@@ -35,6 +42,8 @@ class PageEntry {
   static constexpr uint64_t kWriteProtectedBit = 1ull << 5;
   static constexpr uint64_t kCapturedBit = 1ull << 6;
   static constexpr uint64_t kAccessedBit = 1ull << 7;
+  static constexpr uint64_t kWantedBit = 1ull << 8;
+  static constexpr uint64_t kDiscardBit = 1ull << 9;
   static constexpr int kSlotShift = 16;
   static constexpr uint64_t kMaxSlot = (1ull << 48) - 1;
 
@@ -56,6 +65,8 @@ class PageEntry {
   constexpr bool write_protected() const { return raw_ & kWriteProtectedBit; }
   constexpr bool captured() const { return raw_ & kCapturedBit; }
   constexpr bool accessed() const { return raw_ & kAccessedBit; }
+  constexpr bool wanted() const { return raw_ & kWantedBit; }
+  constexpr bool discard() const { return raw_ & kDiscardBit; }
   constexpr uint64_t slot() const { return raw_ >> kSlotShift; }
 
   constexpr PageEntry with_state(PageState s) const {

@@ -36,8 +36,8 @@ static_assert(std::atomic<void*>::is_always_lock_free);
 namespace {
 
 constexpr uint64_t kIndexMask = PageTable::kFanout - 1;
-// Bits 8..15 of an entry: reserved, always zero (see page_entry.h).
-constexpr uint64_t kReservedBits = 0xFF00;
+// Bits 10..15 of an entry: reserved, always zero (see page_entry.h).
+constexpr uint64_t kReservedBits = 0xFC00;
 
 // Smallest L in 1..4 with 512^L >= page_count.
 int LevelsFor(uint64_t page_count) {
@@ -335,14 +335,16 @@ absl::Status PageTable::CheckSubtree(const void* node, int depth, uint64_t base,
             "page table: page ", page, " has reserved bits set in raw entry ",
             absl::Hex(e.raw())));
       }
-      if (e.state() > PageState::kFilling) {
+      if (e.state() > PageState::kEvicting) {
         return absl::InternalError(absl::StrCat("page table: page ", page,
                                                 " has invalid state ",
                                                 static_cast<int>(e.state())));
       }
-      if (e.state() == PageState::kFilling) {
+      if (e.state() == PageState::kFilling ||
+          e.state() == PageState::kEvicting) {
         return absl::InternalError(absl::StrCat(
-            "page table: page ", page, " is still kFilling (a fill leaked)"));
+            "page table: page ", page, " is still ", PageStateName(e.state()),
+            " (a fill or an eviction leaked)"));
       }
     }
     return absl::OkStatus();

@@ -24,18 +24,43 @@ namespace upager::internal {
 
 void Engine::DropPages(RegionCore* core, PageIndex first, uint64_t count) {
   PageTable& table = core->table;
+  uint64_t frames = 0;
   table.ForEachNonAbsentInRange(first, count, [&](PageIndex p, PageEntry cur) {
     while (cur.raw() != 0 && cur.state() != PageState::kFilling) {
+      if (cur.state() == PageState::kEvicting) {
+        // Its bytes are in a staging page on their way to the store; the
+        // write's completion frees everything (runtime/paging.cc).
+        if (cur.discard() ||
+            table.CompareExchange(p, &cur,
+                                  cur.with_flag(PageEntry::kDiscardBit, true))) {
+          return;
+        }
+        continue;
+      }
       if (table.CompareExchange(p, &cur, PageEntry())) {
-        if (cur.state() == PageState::kResident) {
-          core->resident.fetch_sub(1, std::memory_order_relaxed);
-        } else if (cur.state() == PageState::kZero) {
-          core->zero_mapped.fetch_sub(1, std::memory_order_relaxed);
+        switch (cur.state()) {
+          case PageState::kResident:
+            core->resident.fetch_sub(1, std::memory_order_relaxed);
+            ++frames;
+            break;
+          case PageState::kZero:
+            core->zero_mapped.fetch_sub(1, std::memory_order_relaxed);
+            break;
+          case PageState::kSwapped:
+            core->swapped.fetch_sub(1, std::memory_order_relaxed);
+            if (paging_ != nullptr) paging_->store->FreeSlot(cur.slot());
+            break;
+          default:
+            break;
         }
         return;
       }
     }
   });
+  if (paging_ != nullptr) {
+    paging_->policy->Forget({core->id, first.value()}, count);
+    ReleaseFrames(frames);
+  }
 }
 
 void Engine::HandleRemove(uintptr_t start, uintptr_t end) {

@@ -37,6 +37,15 @@ struct Counters {
   Counter events_unknown;
   Counter reads;
   Counter events_read;
+  Counter budget_waits;
+  Counter pages_swapped_out;
+  Counter pages_swapped_in;
+  Counter swap_write_errors;
+  Counter swap_read_errors;
+  Counter swap_full;
+  Counter evict_skipped;
+  Counter evictions_cancelled;
+  Counter faults_on_evicting;
   Counter errors;
   Counter threads_poisoned;
   LatencyHistogram fault_latency;

@@ -112,6 +112,7 @@ absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd) {
   UPAGER_RETURN_IF_ERROR(ValidateOptions(options));
+  UPAGER_RETURN_IF_ERROR(ValidatePaging(options, os::PageSize()));
   if (uffd == nullptr) {
     os::UffdOpenOptions open;
     open.paths = OpenPaths(options.uffd_open);
@@ -125,6 +126,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                        os::PageSize(),
                                    os::Protection::kRead));
   std::unique_ptr<Engine> e(new Engine(options, std::move(uffd), zero));
+  // Paging first: the service threads poll the store's completion fd.
+  if (options.resident_budget_bytes != 0) {
+    UPAGER_RETURN_IF_ERROR(e->StartPaging());
+  }
   const std::vector<int> cpus = os::AllowedCpus();
   const int threads =
       options.service_threads > 0
@@ -139,6 +144,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   auto service = FaultService::Start(e->uffd_.get(), e.get(), std::move(config));
   if (!service.ok()) return service.status();
   e->service_ = std::move(*service);
+  if (e->paging_ != nullptr) {
+    Engine* raw = e.get();
+    e->paging_->evictor = std::thread([raw] { raw->EvictorLoop(); });
+  }
   ForkGuard::Register(e.get());
   return e;
 }
@@ -159,6 +168,16 @@ bool Engine::InForkChild() const {
 Engine::~Engine() {
   const bool child = InForkChild();
   if (service_ != nullptr) ForkGuard::Unregister(this);
+  if (paging_ != nullptr) {
+    if (child) {
+      if (paging_->evictor.joinable()) paging_->evictor.detach();
+    } else {
+      StopPaging();
+      // Regions left mapped must hold every byte: read back what was
+      // paged out while the service can still fill.
+      if (!options_.unmap_regions_on_destroy) SwapEverythingIn();
+    }
+  }
   if (service_ != nullptr) {
     if (child) {
       service_->AbandonAfterFork();
@@ -290,6 +309,8 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
         }
       }
       if (map_.Insert(base, base + o.size, PageIndex(0), raw).ok()) {
+        raw->id = next_region_id_++;
+        regions_by_id_[raw->id] = raw;
         regions_.emplace(region, std::move(core));
         return region;
       }
@@ -332,6 +353,7 @@ absl::Status Engine::Unmap(Region* region) {
     }
     core = std::move(it->second);
     regions_.erase(it);
+    regions_by_id_.erase(core->id);
     intervals = map_.EraseOwner(core.get());
   }
   absl::Status result;
@@ -345,6 +367,13 @@ absl::Status Engine::Unmap(Region* region) {
     }
   }
   service_->WaitForQuiescence();
+  // Store I/O naming the region (an eviction or swap-in in flight) must
+  // finish before its memory and metadata go.
+  while (core->io_inflight.load() > 0) {
+    DrainCompletions();
+    absl::SleepFor(absl::Microseconds(50));
+  }
+  ReleaseRegionPaging(core.get());
   for (const auto& iv : intervals) {
     if (absl::Status s =
             os::Unmap(reinterpret_cast<void*>(iv.start), iv.end - iv.start);
@@ -412,6 +441,7 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
   // so a fault is resolved against the layout the application sees: a
   // fault on a range just removed gets a fresh zero page, which is what
   // the application's madvise promised.
+  RetryPendingReads();
   std::vector<os::UffdEvent> retry;
   retry.swap(*deferred);
   for (const os::UffdEvent& e : fresh) {
@@ -474,6 +504,32 @@ Stats Engine::stats() const {
   s.events_unknown = c.events_unknown.Get();
   s.reads = c.reads.Get();
   s.events_read = c.events_read.Get();
+  s.budget_waits = c.budget_waits.Get();
+  s.pages_swapped_out = c.pages_swapped_out.Get();
+  s.pages_swapped_in = c.pages_swapped_in.Get();
+  s.swap_write_errors = c.swap_write_errors.Get();
+  s.swap_read_errors = c.swap_read_errors.Get();
+  s.swap_full = c.swap_full.Get();
+  s.evictions_skipped = c.evict_skipped.Get();
+  s.evictions_cancelled = c.evictions_cancelled.Get();
+  s.faults_on_evicting = c.faults_on_evicting.Get();
+  if (paging_ != nullptr) {
+    s.budget_pages = paging_->budget.budget();
+    s.budget_used_pages = paging_->budget.used();
+    s.over_budget_pages = paging_->budget.over_budget_grants();
+    s.eviction_blocked = paging_->budget.blocked();
+    s.store = paging_->store->stats();
+    s.policy = paging_->policy->stats().ToString();
+    const LatencySnapshot in = paging_->swap_in_latency.Summarize();
+    s.swap_in_latency = {in.count, in.p50_ns, in.p90_ns, in.p99_ns, in.max_ns,
+                         in.count ? static_cast<double>(in.sum_ns) / in.count
+                                  : 0.0};
+    const LatencySnapshot out = paging_->swap_out_latency.Summarize();
+    s.swap_out_latency = {out.count, out.p50_ns, out.p90_ns, out.p99_ns,
+                          out.max_ns,
+                          out.count ? static_cast<double>(out.sum_ns) / out.count
+                                    : 0.0};
+  }
   s.errors = c.errors.Get();
   s.threads_poisoned = c.threads_poisoned.Get();
   {
@@ -486,6 +542,8 @@ Stats Engine::stats() const {
       s.zero_mapped_pages += static_cast<uint64_t>(std::max<int64_t>(
           0, core->zero_mapped.load(std::memory_order_relaxed)));
       s.metadata_bytes += core->table.MetadataBytes();
+      s.swapped_pages += static_cast<uint64_t>(std::max<int64_t>(
+          0, core->swapped.load(std::memory_order_relaxed)));
     }
   }
   const LatencySnapshot l = c.fault_latency.Summarize();

@@ -23,8 +23,19 @@
 //   an application munmap that returned is reflected in the map.
 // - fork(): an atfork handler holds map_mu_ and error_mu_ of every live
 //   Engine across fork(), so the child never inherits them locked.
-// - Deferred faults (EAGAIN) keep only the raw event and look the region up
-//   again on retry.
+// - Deferred faults (EAGAIN, or no frame under the budget) keep only the
+//   raw event and look the region up again on retry.
+// - Paging (runtime/paging.cc): the evictor claims a victim by CAS
+//   kResident -> kEvicting, moves its bytes out of the region
+//   (UFFDIO_MOVE into a staging page, so a writer now faults and waits)
+//   and writes them to the store; only the completion of that write turns
+//   the entry into kSwapped and frees the staging page. A fault on a
+//   kEvicting page sets kWantedBit and waits; the completion then moves the
+//   bytes back instead. A swap-in claims kSwapped -> kFilling and submits a
+//   read; its completion fills and wakes. Store completions are reaped by
+//   whichever thread sees them (service threads poll the store's
+//   completion fd); each in-flight I/O holds RegionCore::io_inflight, and
+//   Unmap waits for it to drain after quiescence.
 // - Counters are relaxed atomics; the sticky error is guarded by error_mu_.
 // - The service threads never touch registered memory: fills use
 //   UFFDIO_COPY from zero_source_, which is not registered.
@@ -32,8 +43,10 @@
 #define UPAGER_RUNTIME_ENGINE_H_
 
 #include <cstdint>
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -42,10 +55,15 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "pager/address_map.h"
+#include "pager/eviction_policy.h"
+#include "pager/frame_budget.h"
 #include "runtime/counters.h"
 #include "runtime/fault_service.h"
 #include "runtime/os/userfaultfd.h"
+#include "runtime/os/wakeup.h"
+#include "runtime/page_arena.h"
 #include "runtime/region_core.h"
+#include "upager/backing_store.h"
 #include "upager/options.h"
 #include "upager/region.h"
 #include "upager/stats.h"
@@ -72,6 +90,8 @@ class Engine final : public FaultService::Handler {
   void Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
              std::vector<os::UffdEvent>* deferred) override;
   void OnServiceError(absl::Status status) override;
+  int ExtraFd() const override;
+  void OnExtraReady() override;
 
   static uint64_t WantedFeatures();
   static absl::Status ValidateOptions(const RuntimeOptions& options);
@@ -87,6 +107,44 @@ class Engine final : public FaultService::Handler {
   };
   enum class Served { kDone, kRetryLater };
 
+  // One I/O in flight, indexed by its buffer: writes by staging page,
+  // reads by swap-in buffer (see IoTag).
+  struct IoOp {
+    RegionCore* core = nullptr;
+    PageIndex page;
+    uint64_t slot = 0;
+    uint64_t submit_ns = 0;
+    int error = 0;        // writes: the completion's errno
+    bool wanted = false;  // writes: a fault waited for the page
+  };
+  // Everything paging needs; null when the Runtime has no budget.
+  struct Paging {
+    Paging(uint64_t budget_pages, uint32_t high, uint32_t low)
+        : budget(budget_pages, high, low) {}
+    FrameBudget budget;
+    std::shared_ptr<BackingStore> store;
+    std::unique_ptr<EvictionPolicy> policy;
+    // A second userfaultfd, without events, that only the staging arena is
+    // registered with: UFFDIO_MOVE needs its destination registered, and
+    // dropping staging pages must not raise REMOVE events on the main one.
+    std::unique_ptr<os::Uffd> staging_uffd;
+    std::unique_ptr<PageArena> staging;  // eviction: victims' bytes
+    std::unique_ptr<PageArena> buffers;  // swap-in: read targets
+    std::vector<IoOp> writes;            // by staging index
+    std::vector<IoOp> reads;             // by buffer index
+    // Read completions whose fill hit EAGAIN (an event pending): retried
+    // by the service threads after their next read.
+    absl::Mutex retry_mu;
+    std::vector<uint64_t> retry_tags ABSL_GUARDED_BY(retry_mu);
+    std::atomic<bool> retry_pending{false};
+    // The evictor thread and what wakes it.
+    std::unique_ptr<os::EventFd> evictor_wake;
+    std::atomic<bool> stopping{false};
+    std::thread evictor;
+    LatencyHistogram swap_in_latency;
+    LatencyHistogram swap_out_latency;
+  };
+
   Engine(const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd,
          void* zero_source);
 
@@ -96,6 +154,39 @@ class Engine final : public FaultService::Handler {
   Served HandleMissing(const os::UffdEvent& e, uintptr_t addr);
   Served ServeForeign(uintptr_t addr, bool write);
   void ReleaseWithFailure(uintptr_t addr);
+  // paging.cc
+  static absl::Status ValidatePaging(const RuntimeOptions& options,
+                                     size_t page_size);
+  absl::Status StartPaging();
+  void StopPaging();
+  void EvictorLoop();
+  // Evicts up to `n` victims; returns how many writes it started.
+  size_t EvictBatch(size_t n);
+  // Claims frames for a fill of up to `want` pages; 0 means wait.
+  uint64_t ReserveFrames(uint64_t want);
+  void ReleaseFrames(uint64_t n);
+  void KickEvictor();
+  Served StartSwapIn(const Target& t, PageEntry swapped);
+  Served MarkWanted(const Target& t, PageEntry evicting);
+  void DrainCompletions();
+  void HandleCompletions(absl::Span<const BackingStore::Completion> done);
+  void OnWriteDone(int staging, int error);
+  void FinishWrite(int staging, int error);
+  // Puts an evicted page's bytes back into the region (eviction cancelled
+  // or its write failed); retried after the next read on EAGAIN.
+  void CompleteMoveBack(int staging);
+  void OnReadDone(int buffer, int error);
+  void RetryPendingReads();
+  // Current address of `page` of `core`, or 0 if the application unmapped
+  // it.
+  uintptr_t AddressOf(RegionCore* core, PageIndex page) const;
+  void AdmitToPolicy(RegionCore* core, PageIndex first, uint64_t count,
+                     bool sequential);
+  // Reads every paged-out page back into its region (~Engine when the
+  // regions outlive the Runtime).
+  void SwapEverythingIn();
+  // Frees what a region holds in the store (Unmap / ~Engine).
+  void ReleaseRegionPaging(RegionCore* core);
   // app_events.cc
   void HandleRemove(uintptr_t start, uintptr_t end);
   void HandleUnmap(uintptr_t start, uintptr_t end);
@@ -117,6 +208,10 @@ class Engine final : public FaultService::Handler {
   void* const zero_source_;  // kMaxFaultAroundPages read-only zero pages
   Counters counters_;
   std::unique_ptr<FaultService> service_;
+  std::unique_ptr<Paging> paging_;  // null without a budget
+  uint32_t next_region_id_ ABSL_GUARDED_BY(map_mu_) = 1;
+  absl::flat_hash_map<uint32_t, RegionCore*> regions_by_id_
+      ABSL_GUARDED_BY(map_mu_);
 
   // State below is protected by map_mu_.
   mutable absl::Mutex map_mu_;

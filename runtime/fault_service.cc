@@ -21,13 +21,16 @@ absl::StatusOr<std::unique_ptr<FaultService>> FaultService::Start(
     os::Uffd* uffd, Handler* handler, Config config) {
   auto stop = os::EventFd::Create();
   if (!stop.ok()) return stop.status();
+  auto kick = os::EventFd::Create();
+  if (!kick.ok()) return kick.status();
   std::vector<int> per_thread;
   for (int i = 0; i < config.threads && !config.cpus.empty(); ++i) {
     per_thread.push_back(config.cpus[i % config.cpus.size()]);
   }
   const int total = config.threads + (config.idle_priority ? 1 : 0);
-  std::unique_ptr<FaultService> s(new FaultService(
-      uffd, handler, std::move(*stop), std::move(config), std::move(per_thread)));
+  std::unique_ptr<FaultService> s(
+      new FaultService(uffd, handler, std::move(*stop), std::move(*kick),
+                       std::move(config), std::move(per_thread)));
   for (int i = 0; i < total; ++i) {
     s->threads_.emplace_back([svc = s.get(), i] { svc->Loop(i); });
   }
@@ -35,10 +38,12 @@ absl::StatusOr<std::unique_ptr<FaultService>> FaultService::Start(
 }
 
 FaultService::FaultService(os::Uffd* uffd, Handler* handler, os::EventFd stop,
-                           Config config, std::vector<int> cpus)
+                           os::EventFd kick, Config config,
+                           std::vector<int> cpus)
     : uffd_(uffd),
       handler_(handler),
       stop_(std::move(stop)),
+      kick_(std::move(kick)),
       config_(std::move(config)),
       epochs_(new Epoch[config_.threads + 1]),
       cpus_(std::move(cpus)) {}
@@ -78,6 +83,12 @@ void FaultService::WaitForQuiescence() const {
   }
 }
 
+void FaultService::Kick() {
+  if (const int err = kick_.Signal(); err != 0) {
+    handler_->OnServiceError(os::ErrnoToStatus(err, "eventfd write (kick)"));
+  }
+}
+
 void FaultService::SyncEvents() const {
   absl::MutexLock lock(&event_mu_);
 }
@@ -114,15 +125,21 @@ void FaultService::Loop(int index) {
   }
   std::vector<os::UffdEvent> batch(config_.batch);
   std::vector<os::UffdEvent> deferred;
-  const int fds[2] = {uffd_->fd(), stop_.fd()};
+  // uffd, stop, then (serving threads only) kick and the store's
+  // completion fd.
+  const int extra = handler_->ExtraFd();
+  const int fds[4] = {uffd_->fd(), stop_.fd(), kick_.fd(), extra};
+  const size_t nfds = guard ? 2 : (extra >= 0 ? 4 : 3);
   std::atomic<uint64_t>& epoch = epochs_[index].value;
   while (true) {
     uint64_t ready = 0;
     // With deferred faults, wake up soon even if nothing new arrives: the
     // event that made the kernel answer EAGAIN may be read by another
-    // service thread.
+    // service thread, and a kick may go to another thread.
     const int timeout_ms = deferred.empty() ? -1 : 1;
-    if (const int err = os::PollReadable(fds, timeout_ms, &ready); err != 0) {
+    if (const int err = os::PollReadable(absl::MakeConstSpan(fds, nfds),
+                                         timeout_ms, &ready);
+        err != 0) {
       handler_->OnServiceError(os::ErrnoToStatus(err, "poll(userfaultfd)"));
       absl::SleepFor(absl::Milliseconds(1));
       continue;
@@ -134,6 +151,8 @@ void FaultService::Loop(int index) {
       guard_batches_.fetch_add(1, std::memory_order_relaxed);
     }
     epoch.fetch_add(1, std::memory_order_acq_rel);  // odd: in a batch
+    if (ready & 4) (void)kick_.Clear();
+    if (ready & 8) handler_->OnExtraReady();
     size_t count = 0;
     if (ready & 1) {
       absl::MutexLock lock(&event_mu_);

@@ -73,6 +73,10 @@ class FaultService {
                        std::vector<os::UffdEvent>* deferred) = 0;
     // An unexpected error of the loop itself (poll or read failed).
     virtual void OnServiceError(absl::Status status) = 0;
+    // A descriptor to poll beside the userfaultfd (the backing store's
+    // completion fd), or -1; OnExtraReady runs when it is readable.
+    virtual int ExtraFd() const { return -1; }
+    virtual void OnExtraReady() {}
   };
 
   struct Config {
@@ -93,6 +97,9 @@ class FaultService {
   // In a fork() child the threads do not exist: forget them without joining.
   void AbandonAfterFork();
   void WaitForQuiescence() const;
+  // Wakes every service thread to retry its deferred faults now (a frame
+  // was freed) instead of at its next poll timeout.
+  void Kick();
   // Returns once every event read so far has been applied.
   void SyncEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
 
@@ -112,7 +119,7 @@ class FaultService {
   };
 
   FaultService(os::Uffd* uffd, Handler* handler, os::EventFd stop,
-               Config config, std::vector<int> cpus);
+               os::EventFd kick, Config config, std::vector<int> cpus);
   void Loop(int index);
   // Guard thread: true once the uffd has stayed readable for kGuardDelayMs
   // with no read by anyone; false when it is time to stop.
@@ -124,6 +131,7 @@ class FaultService {
   os::Uffd* const uffd_;
   Handler* const handler_;
   os::EventFd stop_;
+  os::EventFd kick_;
   const Config config_;
   std::unique_ptr<Epoch[]> epochs_;
   std::vector<int> cpus_;  // per serving thread; empty = unpinned

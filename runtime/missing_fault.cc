@@ -62,8 +62,30 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // thread is filling right now is left alone: its claimant wakes everyone
   // waiting on the range when it is done.
   PageEntry prev = table.Get(t.page);
+  // Paged-out pages come back from the store; a page being paged out waits
+  // for its write (see runtime/paging.cc).
+  if (prev.state() == PageState::kSwapped) return StartSwapIn(t, prev);
+  if (prev.state() == PageState::kEvicting) return MarkWanted(t, prev);
+
+  // Frames for the fill: a private fill (write fault or file) needs one per
+  // page under a budget; the shared zero page needs none. No frame: the
+  // fault waits (deferred) while the evictor frees some.
+  const bool from_file = t.core->source != nullptr;
+  const bool private_fill = e.write || from_file;
+  const uint32_t want = t.core->fault_around.WindowFor(t.page);
+  const uint64_t frames = private_fill ? ReserveFrames(want) : 0;
+  if (private_fill && frames == 0) return Served::kRetryLater;
+  const uint64_t window_pages = private_fill ? frames : want;
+  uint64_t frames_used = 0;
+
   for (;;) {
-    if (prev.state() == PageState::kFilling) {
+    if (prev.state() == PageState::kFilling ||
+        prev.state() == PageState::kSwapped ||
+        prev.state() == PageState::kEvicting) {
+      // Someone else owns the page now (its claimant wakes the range), or
+      // it changed state under us: serve this fault again later if needed.
+      ReleaseFrames(frames);
+      if (prev.state() != PageState::kFilling) return Served::kRetryLater;
       counters_.faults_stale.Add();
       return Served::kDone;
     }
@@ -76,6 +98,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
     if (alloc_failed) {
       RecordError(absl::ResourceExhaustedError(absl::StrFormat(
           "page table node allocation failed for fault at %#x", addr)));
+      ReleaseFrames(frames);
       ReleaseWithFailure(addr);
       return Served::kDone;
     }
@@ -84,7 +107,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // Fault-around: claim the absent pages that follow, up to the window.
   const uint64_t limit = std::min<uint64_t>(t.page_limit, t.core->pages);
   const PageRange window = FaultAroundWindow(
-      t.page, limit, t.core->fault_around.WindowFor(t.page), [&](PageIndex p) {
+      t.page, limit, window_pages, [&](PageIndex p) {
         if (p == t.page) return true;
         PageEntry absent;  // raw 0: absent, no flags
         return table.CompareExchange(p, &absent,
@@ -103,14 +126,13 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // from an untouched read-only mapping) and a read fault the shared zero
   // page, which costs no memory until written, exactly as the kernel does
   // for anonymous memory.
-  const bool from_file = t.core->source != nullptr;
   const os::UffdResult r =
       from_file ? uffd_->Copy(addr, t.core->source + t.page.value() * page_size_,
                               len, /*wake=*/true, /*write_protect=*/false)
       : e.write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/true,
                               /*write_protect=*/false)
                 : uffd_->ZeroPage(addr, len, /*wake=*/true);
-  const PageState filled = FilledState(e.write || from_file);
+  const PageState filled = FilledState(private_fill);
   const uint64_t done =
       r.ok() ? n : std::min<uint64_t>(n, r.bytes / page_size_);
 
@@ -124,11 +146,22 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
     }
   }
   CountPresent(t.core, filled, static_cast<int64_t>(done));
+  if (private_fill && done > 0) {
+    frames_used = done - (prev.state() == PageState::kResident ? 1 : 0);
+    AdmitToPolicy(t.core, t.page, done,
+                  /*sequential=*/n > t.core->fault_around.base_pages());
+  }
+  // Frames reserved for pages the window did not get (clipped, or not
+  // filled) go back now.
+  auto release_unused = [&] {
+    if (frames > frames_used) ReleaseFrames(frames - frames_used);
+  };
   (from_file ? counters_.pages_file_filled
    : e.write ? counters_.pages_zero_filled
              : counters_.pages_zero_mapped)
       .Add(done);
   if (done > 1) counters_.pages_fault_around.Add(done - 1);
+  release_unused();
   if (r.ok()) return Served::kDone;
 
   // Partial or failed fill: settle every claimed page that was not filled.

@@ -45,8 +45,11 @@ class RegionCore {
   // zero-filled regions. Owned: unmapped with the region.
   const std::byte* source = nullptr;
 
-  std::atomic<int64_t> resident{0};     // pages in kResident
+  uint32_t id = 0;  // for the eviction policy; set once by Map
+  std::atomic<int64_t> resident{0};     // pages in kResident or kEvicting
   std::atomic<int64_t> zero_mapped{0};  // pages in kZero
+  std::atomic<int64_t> swapped{0};      // pages in kSwapped
+  std::atomic<int64_t> io_inflight{0};  // store I/Os naming this region
   Region* region = nullptr;             // the public handle; set once by Map
 };
 

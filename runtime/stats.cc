@@ -47,6 +47,27 @@ std::string Stats::ToString() const {
       fault_latency.count, fault_latency.p50_ns / 1e3,
       fault_latency.p90_ns / 1e3, fault_latency.p99_ns / 1e3,
       fault_latency.max_ns / 1e3, fault_latency.mean_ns / 1e3);
+  if (budget_pages != 0) {
+    absl::StrAppendFormat(
+        &s, "paging: budget %d pages, %d used, %d swapped; out %d, in %d; "
+        "%d budget waits, %d over budget%s\n",
+        budget_pages, budget_used_pages, swapped_pages, pages_swapped_out,
+        pages_swapped_in, budget_waits, over_budget_pages,
+        eviction_blocked ? " (eviction blocked)" : "");
+    absl::StrAppendFormat(
+        &s, "  swap errors: %d write, %d read, %d full; evictions %d skipped, "
+        "%d cancelled\n",
+        swap_write_errors, swap_read_errors, swap_full, evictions_skipped,
+        evictions_cancelled);
+    absl::StrAppendFormat(
+        &s, "  swap-in p50=%.1fus p99=%.1fus; swap-out p50=%.1fus p99=%.1fus; "
+        "store %d/%d slots%s%s\n",
+        swap_in_latency.p50_ns / 1e3, swap_in_latency.p99_ns / 1e3,
+        swap_out_latency.p50_ns / 1e3, swap_out_latency.p99_ns / 1e3,
+        store.used_slots, store.capacity_slots,
+        store.direct_io ? ", O_DIRECT" : "",
+        store.registered_buffers ? ", fixed buffers" : "");
+  }
   absl::StrAppendFormat(&s, "errors: %d (%d threads released with SIGBUS)%s\n",
                         errors, threads_poisoned,
                         first_error.empty() ? "" : ", first: " + first_error);

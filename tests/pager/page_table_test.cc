@@ -429,7 +429,7 @@ TEST(PageTableTest, CheckInvariantsReportsLeakedFillAndReservedBits) {
   ASSERT_TRUE(t.Set(PageIndex(700), PageEntry::Of(PageState::kResident)));
   EXPECT_TRUE(t.CheckInvariants().ok());
 
-  ASSERT_TRUE(t.Set(PageIndex(3), PageEntry(uint64_t{1} << 9)));
+  ASSERT_TRUE(t.Set(PageIndex(3), PageEntry(uint64_t{1} << 10)));
   s = t.CheckInvariants();
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.message()), HasSubstr("reserved"));

@@ -5,8 +5,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+
+#include "upager/backing_store.h"
 
 namespace upager {
 
@@ -25,7 +28,31 @@ enum class UffdOpenMode {
   kUserModeOnly,
 };
 
+// Where evicted pages go when the Runtime has a resident budget.
+struct SwapOptions {
+  // The swap file (created, and removed when the Runtime is destroyed).
+  // Empty: a file in $TMPDIR (or /var/tmp). Use a local disk.
+  std::string path;
+  // Bytes; a multiple of the page size. 0: four times the budget.
+  uint64_t capacity_bytes = 0;
+  bool direct_io = true;  // O_DIRECT, falling back when unsupported
+  // An application-supplied store (a compressed tier, a remote one);
+  // overrides the swap file. Shared so the application may keep it.
+  std::shared_ptr<BackingStore> store;
+};
+
 struct RuntimeOptions {
+  // Private pages the Runtime may keep in memory, in bytes; 0 (default)
+  // means no budget: nothing is ever evicted. Past the high watermark a
+  // background evictor writes victims to the swap store and drops them
+  // until the low watermark; a fault that finds the budget exhausted waits
+  // for a frame. At least one page. Pages mapped to the shared zero page
+  // (read, never written) cost no memory and are not counted.
+  uint64_t resident_budget_bytes = 0;
+  uint32_t high_watermark_percent = 95;  // start evicting above this
+  uint32_t low_watermark_percent = 85;   // stop at this; <= high
+  SwapOptions swap;
+
   // Fault-service threads reading the userfaultfd: 0 (default) means one
   // per CPU this process may run on, at most kAutoServiceThreads; otherwise
   // 1..kMaxServiceThreads. Every thread is woken for each fault, so more

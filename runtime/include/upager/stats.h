@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "upager/backing_store.h"
+
 namespace upager {
 
 // Fault service time, from the moment a service thread read the fault from
@@ -82,6 +84,28 @@ struct Stats {
   uint64_t metadata_bytes = 0;   // page tables
 
   LatencySummary fault_latency;
+
+  // --- Paging (with RuntimeOptions::resident_budget_bytes).
+  uint64_t budget_pages = 0;       // 0: no budget
+  uint64_t budget_used_pages = 0;  // frames held: private pages + in flight
+  uint64_t swapped_pages = 0;      // pages whose only copy is in the store
+  uint64_t pages_swapped_out = 0;
+  uint64_t pages_swapped_in = 0;
+  uint64_t budget_waits = 0;       // faults that found no frame and waited
+  // Frames granted over budget because eviction could not make progress
+  // (store full or failing); eviction_blocked says it is happening now.
+  uint64_t over_budget_pages = 0;
+  bool eviction_blocked = false;
+  uint64_t swap_write_errors = 0;  // pages kept resident after a failed write
+  uint64_t swap_read_errors = 0;   // faults released with SIGBUS
+  uint64_t swap_full = 0;          // victims kept: no free slot
+  uint64_t evictions_skipped = 0;  // victims the kernel would not move
+  uint64_t evictions_cancelled = 0;  // a fault wanted the page mid-write
+  uint64_t faults_on_evicting = 0;
+  LatencySummary swap_in_latency;   // read submitted -> completed
+  LatencySummary swap_out_latency;  // write submitted -> completed
+  BackingStoreStats store;
+  std::string policy;  // eviction policy counters, human-readable
 
   // --- Errors the fault service could not report to a caller. The first
   // one is kept (sticky); Runtime::status() returns it as a Status.

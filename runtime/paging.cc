@@ -1,0 +1,659 @@
+// Paging beyond memory: the resident budget, the evictor, swap-out and
+// swap-in through the backing store. See runtime/engine.h,
+// SYNCHRONIZATION, for the page-state protocol this file follows.
+//
+// Swap-out, one victim:
+//   1. CAS kResident -> kEvicting(slot): the evictor owns the page.
+//   2. UFFDIO_MOVE the page out of the region into a staging page. From
+//      here a touch of the page is a missing fault, so no write can land
+//      while its bytes are copied; the fault sets kWantedBit and waits.
+//   3. Write the staging page to the slot.
+//   4. On success, CAS kEvicting -> kSwapped(slot) and drop the staging
+//      page: only now does the memory go. If a fault wants the page, or the
+//      write failed, move the bytes back instead (the write is complete, so
+//      the page is no longer pinned), publish kResident and wake.
+// Swap-in: CAS kSwapped -> kFilling, read the slot into a buffer, then
+// UFFDIO_COPY into the region (which wakes the faulting thread).
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "runtime/engine.h"
+#include "runtime/os/memory.h"
+#include "upager/status_macros.h"
+
+namespace upager::internal {
+namespace {
+
+constexpr uint64_t kReadTagBit = 1ull << 62;
+// Retry-list entries for a move-back (eviction cancelled) hit by EAGAIN.
+constexpr uint64_t kWriteRetryBit = 1ull << 61;
+// Staging pages (writes in flight) and swap-in buffers (reads in flight).
+constexpr size_t kStagingPages = 1024;  // 4 MiB
+constexpr size_t kReadBuffers = 256;    // 1 MiB
+// Victims picked per evictor round.
+constexpr size_t kEvictBatch = 64;
+
+}  // namespace
+
+absl::Status Engine::ValidatePaging(const RuntimeOptions& o,
+                                    size_t page_size) {
+  if (o.resident_budget_bytes == 0) return absl::OkStatus();
+  if (o.resident_budget_bytes < page_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.resident_budget_bytes = ", o.resident_budget_bytes,
+        " is smaller than one page (", page_size, " bytes)"));
+  }
+  if (o.low_watermark_percent < 1 || o.high_watermark_percent > 100 ||
+      o.low_watermark_percent > o.high_watermark_percent) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions watermarks low = ", o.low_watermark_percent,
+        "%, high = ", o.high_watermark_percent,
+        "% must satisfy 1 <= low <= high <= 100"));
+  }
+  if (o.swap.store == nullptr && o.swap.capacity_bytes % page_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SwapOptions.capacity_bytes = ", o.swap.capacity_bytes,
+        " is not a multiple of the page size ", page_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::StartPaging() {
+  const uint64_t budget_pages = options_.resident_budget_bytes / page_size_;
+  auto p = std::make_unique<Paging>(budget_pages,
+                                    options_.high_watermark_percent,
+                                    options_.low_watermark_percent);
+  if (!uffd_->has(os::uffd_feature::kMove)) {
+    return absl::FailedPreconditionError(
+        "a resident budget needs UFFDIO_MOVE (Linux 6.8+) to evict pages "
+        "without losing concurrent writes; this kernel lacks it");
+  }
+  if (options_.swap.store != nullptr) {
+    p->store = options_.swap.store;
+    if (p->store->page_size() != page_size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "SwapOptions.store has page size ", p->store->page_size(),
+          ", the runtime ", page_size_));
+    }
+  } else {
+    SwapFileOptions f;
+    f.path = options_.swap.path;
+    if (f.path.empty()) {
+      const char* dir = std::getenv("TMPDIR");
+      f.path = absl::StrFormat("%s/upager-%d-%p.swap",
+                               dir != nullptr && *dir ? dir : "/var/tmp",
+                               owner_pid_, static_cast<void*>(this));
+    }
+    f.capacity_bytes = options_.swap.capacity_bytes != 0
+                           ? options_.swap.capacity_bytes
+                           : 4 * budget_pages * page_size_;
+    f.direct_io = options_.swap.direct_io;
+    UPAGER_ASSIGN_OR_RETURN(std::unique_ptr<BackingStore> store,
+                            OpenSwapFile(f));
+    p->store = std::move(store);
+  }
+  EvictionPolicy::Options po;
+  po.budget_pages = budget_pages;
+  UPAGER_RETURN_IF_ERROR(EvictionPolicy::Validate(po));
+  p->policy = std::make_unique<EvictionPolicy>(po);
+
+  os::UffdOpenOptions so;
+  so.paths = {uffd_->path()};
+  so.required_features = os::uffd_feature::kMove;
+  UPAGER_ASSIGN_OR_RETURN(p->staging_uffd, os::OpenUffd(so));
+  UPAGER_ASSIGN_OR_RETURN(p->staging,
+                          PageArena::Create(kStagingPages, page_size_));
+  UPAGER_RETURN_IF_ERROR(p->staging_uffd->Register(
+      reinterpret_cast<uint64_t>(p->staging->base()), p->staging->bytes(),
+      os::kRegisterMissing));
+  UPAGER_ASSIGN_OR_RETURN(p->buffers,
+                          PageArena::Create(kReadBuffers, page_size_));
+  // Read buffers are populated once, so the store may pin them (io_uring
+  // fixed buffers); staging pages come and go and are never registered.
+  UPAGER_RETURN_IF_ERROR(
+      os::PopulateWrite(p->buffers->base(), p->buffers->bytes()));
+  UPAGER_RETURN_IF_ERROR(
+      p->store->RegisterBuffers(p->buffers->base(), p->buffers->bytes()));
+  p->writes.resize(kStagingPages);
+  p->reads.resize(kReadBuffers);
+  UPAGER_ASSIGN_OR_RETURN(os::EventFd wake, os::EventFd::Create());
+  p->evictor_wake = std::make_unique<os::EventFd>(std::move(wake));
+  paging_ = std::move(p);
+  return absl::OkStatus();
+}
+
+void Engine::StopPaging() {
+  if (paging_ == nullptr || !paging_->evictor.joinable()) return;
+  paging_->stopping.store(true);
+  (void)paging_->evictor_wake->Signal();
+  paging_->evictor.join();
+  // Let every write still in flight finish, so no staging page is dropped
+  // with the only copy of a page (regions are unregistered after this).
+  for (int i = 0; i < 10000 && paging_->staging->in_use() > 0; ++i) {
+    DrainCompletions();
+    absl::SleepFor(absl::Microseconds(100));
+  }
+}
+
+void Engine::KickEvictor() {
+  if (paging_ != nullptr) (void)paging_->evictor_wake->Signal();
+}
+
+uint64_t Engine::ReserveFrames(uint64_t want) {
+  if (paging_ == nullptr) return want;
+  const uint64_t got = paging_->budget.TryReserve(want);
+  if (got == 0) counters_.budget_waits.Add();
+  if (got < want || paging_->budget.AboveHigh()) KickEvictor();
+  return got;
+}
+
+void Engine::ReleaseFrames(uint64_t n) {
+  if (paging_ == nullptr || n == 0) return;
+  paging_->budget.Release(n);
+  // Faults deferred for lack of a frame can go now.
+  if (service_ != nullptr) service_->Kick();
+}
+
+void Engine::AdmitToPolicy(RegionCore* core, PageIndex first, uint64_t count,
+                           bool sequential) {
+  if (paging_ == nullptr || count == 0) return;
+  paging_->policy->Admit({core->id, first.value()}, count,
+                         sequential ? AdmitKind::kSequential
+                                    : AdmitKind::kDemand);
+}
+
+uintptr_t Engine::AddressOf(RegionCore* core, PageIndex page) const {
+  absl::ReaderMutexLock lock(&map_mu_);
+  // Common case: the page is where Map put it.
+  const uintptr_t guess = core->base + page.value() * page_size_;
+  if (auto iv = map_.Find(guess); iv.has_value() && iv->owner == core &&
+                                  iv->first_page.value() +
+                                          (guess - iv->start) / page_size_ ==
+                                      page.value()) {
+    return guess;
+  }
+  for (const auto& iv : map_.IntervalsOf(core)) {
+    const uint64_t n = (iv.end - iv.start) / page_size_;
+    if (page >= iv.first_page && page.value() < iv.first_page.value() + n) {
+      return iv.start + (page - iv.first_page) * page_size_;
+    }
+  }
+  return 0;
+}
+
+void Engine::EvictorLoop() {
+  os::NameCurrentThread("upager-evictor");
+  Paging& p = *paging_;
+  const int fds[1] = {p.evictor_wake->fd()};
+  while (!p.stopping.load()) {
+    uint64_t ready = 0;
+    // While blocked (the store cannot take pages), retry at most every
+    // 100 ms however often faults kick; otherwise sleep until kicked, or
+    // 1 ms while over the low watermark (completions free frames without
+    // telling this thread).
+    const int timeout =
+        p.budget.blocked() ? 100 : (p.budget.AboveLow() ? 1 : -1);
+    (void)os::PollReadable(fds, timeout, &ready);
+    if (p.budget.blocked() && ready != 0) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    (void)p.evictor_wake->Clear();
+    int idle_rounds = 0;
+    while (p.budget.AboveLow() && !p.stopping.load()) {
+      // Progress is pages that left memory, not frames in use: faults may
+      // take frames as fast as eviction frees them.
+      const uint64_t before = counters_.pages_swapped_out.Get();
+      const size_t started = EvictBatch(kEvictBatch);
+      // Let the round's writes complete before judging it.
+      for (int i = 0; i < 100 && p.staging->in_use() > 0; ++i) {
+        BackingStore::Completion c[64];
+        HandleCompletions(absl::MakeConstSpan(
+            c, p.store->Wait(absl::MakeSpan(c), absl::Milliseconds(1))));
+        DrainCompletions();
+        if (started > 0 && counters_.pages_swapped_out.Get() > before) break;
+      }
+      if (counters_.pages_swapped_out.Get() > before) {
+        idle_rounds = 0;
+        if (p.budget.blocked()) p.budget.SetBlocked(false);
+        continue;
+      }
+      // Writes still in flight: the store is slow, not stuck.
+      if (p.staging->in_use() > 0) continue;
+      // Nothing freed: nothing evictable, the store full, or every write
+      // failing. After a few such rounds, let faults proceed over budget
+      // (counted) instead of waiting forever.
+      if (++idle_rounds >= 3) {
+        p.budget.SetBlocked(true);
+        service_->Kick();
+        break;
+      }
+    }
+  }
+}
+
+size_t Engine::EvictBatch(size_t n) {
+  Paging& p = *paging_;
+  std::vector<PageRef> victims;
+  n = std::min(n, p.staging->pages() - p.staging->in_use());
+  if (n == 0) return 0;
+  p.policy->PickVictims(n, &victims);
+  std::vector<BackingStore::Request> writes;
+  for (const PageRef& v : victims) {
+    RegionCore* core = nullptr;
+    {
+      absl::ReaderMutexLock lock(&map_mu_);
+      auto it = regions_by_id_.find(v.region);
+      if (it != regions_by_id_.end()) core = it->second;
+      // The core stays alive while io_inflight > 0 (Unmap waits for it);
+      // take the reference under the lock that Unmap's removal needs.
+      if (core != nullptr) core->io_inflight.fetch_add(1);
+    }
+    if (core == nullptr) continue;
+    const PageIndex page(v.page);
+    auto give_up = [&](PageEntry restore, int staging, uint64_t slot,
+                       bool readmit) {
+      if (restore.raw() != 0) (void)core->table.Set(page, restore);
+      if (staging != PageArena::kNone) p.staging->Release(staging);
+      if (slot != ~uint64_t{0}) p.store->FreeSlot(slot);
+      if (readmit) paging_->policy->CancelEviction({core->id, page.value()});
+      core->io_inflight.fetch_sub(1);
+    };
+    PageEntry cur = core->table.Get(page);
+    if (cur.state() != PageState::kResident) {
+      // The policy tracks fills; the page has moved on since (dropped by
+      // the application, or already evicted). Nothing to do.
+      give_up(PageEntry(), PageArena::kNone, ~uint64_t{0}, false);
+      continue;
+    }
+    const uintptr_t addr = AddressOf(core, page);
+    absl::StatusOr<uint64_t> slot = p.store->AllocateSlot();
+    if (!slot.ok() || addr == 0) {
+      if (!slot.ok()) {
+        counters_.swap_full.Add();
+        RecordError(slot.status());
+      }
+      give_up(PageEntry(), PageArena::kNone, ~uint64_t{0}, addr != 0);
+      continue;
+    }
+    const int staging = p.staging->Acquire();
+    if (staging == PageArena::kNone) {
+      give_up(PageEntry(), PageArena::kNone, *slot, true);
+      continue;
+    }
+    if (!core->table.CompareExchange(
+            page, &cur, PageEntry::Of(PageState::kEvicting).with_slot(*slot))) {
+      give_up(PageEntry(), staging, *slot, cur.state() == PageState::kResident);
+      continue;
+    }
+    // Move the bytes out of the application's reach. The staging page is
+    // registered with the staging uffd, which is why the ioctl goes there.
+    const os::UffdResult m = p.staging_uffd->Move(
+        reinterpret_cast<uint64_t>(p.staging->page(staging)), addr, page_size_,
+        /*wake=*/false, /*allow_src_holes=*/false);
+    if (!m.ok()) {
+      // EBUSY: the page is shared (a fork child still maps it) or pinned;
+      // ENOENT/EAGAIN: the range is changing. Keep it resident.
+      counters_.evict_skipped.Add();
+      give_up(cur, staging, *slot, true);
+      continue;
+    }
+    p.writes[staging] = IoOp{core, page, *slot, MonotonicNanos()};
+    writes.push_back({BackingStore::Request::Op::kWrite, *slot,
+                      p.staging->page(staging), static_cast<uint64_t>(staging)});
+  }
+  if (writes.empty()) return 0;
+  if (absl::Status s = p.store->Submit(writes); !s.ok()) {
+    RecordError(s);
+    for (const auto& w : writes) OnWriteDone(static_cast<int>(w.tag), EIO);
+    return 0;
+  }
+  if (p.store->completion_fd() < 0) DrainCompletions();
+  return writes.size();
+}
+
+void Engine::HandleCompletions(
+    absl::Span<const BackingStore::Completion> done) {
+  for (const BackingStore::Completion& c : done) {
+    if (c.tag & kReadTagBit) {
+      OnReadDone(static_cast<int>(c.tag & ~kReadTagBit), c.error);
+    } else {
+      OnWriteDone(static_cast<int>(c.tag), c.error);
+    }
+  }
+}
+
+void Engine::DrainCompletions() {
+  if (paging_ == nullptr) return;
+  BackingStore::Completion done[64];
+  for (;;) {
+    const size_t n = paging_->store->Reap(absl::MakeSpan(done));
+    HandleCompletions(absl::MakeConstSpan(done, n));
+    if (n < 64) break;
+  }
+}
+
+void Engine::OnWriteDone(int staging, int error) {
+  Paging& p = *paging_;
+  const IoOp& op = p.writes[staging];
+  p.swap_out_latency.Record(MonotonicNanos() - op.submit_ns);
+  if (error != 0) {
+    counters_.swap_write_errors.Add();
+    RecordError(absl::Status(
+        absl::ErrnoToStatusCode(error),
+        absl::StrFormat("swap write of region '%s' page %d to slot %d failed "
+                        "(errno %d); the page stays resident",
+                        op.core->region->name(), op.page.value(), op.slot,
+                        error)));
+  }
+  FinishWrite(staging, error);
+}
+
+void Engine::FinishWrite(int staging, int error) {
+  Paging& p = *paging_;
+  const IoOp op = p.writes[staging];
+  RegionCore* core = op.core;
+  std::byte* const bytes = p.staging->page(staging);
+  PageEntry cur = core->table.Get(op.page);
+  if (cur.state() != PageState::kEvicting) {
+    // Only this completion moves a page out of kEvicting; anything else is
+    // a store delivering a completion twice. Acting on it could drop a
+    // staging page that now holds another page's bytes.
+    RecordError(absl::InternalError(absl::StrFormat(
+        "swap write completion for region '%s' page %d found it %s",
+        core->region->name(), op.page.value(), PageStateName(cur.state()))));
+    return;
+  }
+  for (;;) {
+    if (cur.discard()) {
+      // The application dropped the page (madvise/munmap) while it was
+      // written: its bytes are gone by its own request. Free everything;
+      // wake anyone who faulted on it since (they refault to a zero page).
+      if (!core->table.CompareExchange(op.page, &cur, PageEntry())) continue;
+      p.store->FreeSlot(op.slot);
+      (void)os::AdviseDontNeed(bytes, page_size_);
+      core->resident.fetch_sub(1, std::memory_order_relaxed);
+      if (cur.wanted()) {
+        if (const uintptr_t addr = AddressOf(core, op.page); addr != 0) {
+          (void)uffd_->Wake(addr, page_size_);
+        }
+      }
+      p.staging->Release(staging);
+      core->io_inflight.fetch_sub(1);
+      ReleaseFrames(1);
+      return;
+    }
+    if (error == 0 && !cur.wanted()) {
+      if (core->table.CompareExchange(
+              op.page, &cur, PageEntry::Of(PageState::kSwapped).with_slot(op.slot))) {
+        // The bytes are safe in the slot: only now let the memory go.
+        (void)os::AdviseDontNeed(bytes, page_size_);
+        core->resident.fetch_sub(1, std::memory_order_relaxed);
+        core->swapped.fetch_add(1, std::memory_order_relaxed);
+        counters_.pages_swapped_out.Add();
+        p.staging->Release(staging);
+        core->io_inflight.fetch_sub(1);
+        ReleaseFrames(1);
+        return;
+      }
+      continue;  // a flag raced in; look again
+    }
+    break;
+  }
+  // A fault is waiting for the page, or the write failed: put the bytes
+  // back (the move also wakes whoever waits on the page). Claim the entry
+  // first, so a discard arriving now is ordered after the move-back, like
+  // any fill racing the application's own madvise.
+  if (!core->table.CompareExchange(op.page, &cur,
+                                   cur.with_state(PageState::kFilling))) {
+    return FinishWrite(staging, error);  // a flag raced in: decide again
+  }
+  p.writes[staging].error = error;
+  p.writes[staging].wanted = cur.wanted();
+  CompleteMoveBack(staging);
+}
+
+void Engine::CompleteMoveBack(int staging) {
+  Paging& p = *paging_;
+  const IoOp op = p.writes[staging];
+  RegionCore* core = op.core;
+  std::byte* const bytes = p.staging->page(staging);
+  const uintptr_t addr = AddressOf(core, op.page);
+  os::UffdResult m{os::UffdOutcome::kGone, 0, ENOENT};
+  if (addr != 0) {
+    m = uffd_->Move(addr, reinterpret_cast<uint64_t>(bytes), page_size_,
+                    /*wake=*/true, /*allow_src_holes=*/false);
+  }
+  if (m.outcome == os::UffdOutcome::kRetry) {
+    // An address-space event is pending: the staging page still holds the
+    // bytes and the entry stays claimed; retry after the next read.
+    absl::MutexLock lock(&p.retry_mu);
+    p.retry_tags.push_back(kWriteRetryBit | static_cast<uint64_t>(staging));
+    p.retry_pending.store(true);
+    return;
+  }
+  if (m.ok()) {
+    (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident));
+    p.store->FreeSlot(op.slot);
+    counters_.evictions_cancelled.Add(op.wanted ? 1 : 0);
+    AdmitToPolicy(core, op.page, 1, false);
+  } else if (op.error == 0) {
+    // The bytes are safe in the slot; the page cannot go back (unmapped,
+    // or the kernel refused): leave it swapped out, and wake anyone
+    // waiting so they refault and swap it in.
+    if (m.outcome != os::UffdOutcome::kGone) {
+      RecordError(m.ToStatus("UFFDIO_MOVE (cancel eviction)"));
+    }
+    (void)core->table.Set(op.page,
+                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    (void)os::AdviseDontNeed(bytes, page_size_);
+    core->resident.fetch_sub(1, std::memory_order_relaxed);
+    core->swapped.fetch_add(1, std::memory_order_relaxed);
+    if (addr != 0) (void)uffd_->Wake(addr, page_size_);
+    ReleaseFrames(1);
+  } else if (m.outcome == os::UffdOutcome::kGone) {
+    // Unmapped by the application and never written: the page went with
+    // its mapping.
+    (void)core->table.Set(op.page, PageEntry());
+    p.store->FreeSlot(op.slot);
+    (void)os::AdviseDontNeed(bytes, page_size_);
+    core->resident.fetch_sub(1, std::memory_order_relaxed);
+    ReleaseFrames(1);
+  } else {
+    // The write failed and the bytes cannot go back: the staging page is
+    // their only copy. Keep it (never reused), and report the page lost to
+    // the application through the sticky status.
+    RecordError(absl::DataLossError(absl::StrFormat(
+        "region '%s' page %d: swap write failed and the page could not be "
+        "restored (%s); its bytes are held in staging page %d",
+        core->region->name(), op.page.value(),
+        m.ToStatus("UFFDIO_MOVE").ToString(), staging)));
+    core->io_inflight.fetch_sub(1);
+    return;
+  }
+  p.staging->Release(staging);
+  core->io_inflight.fetch_sub(1);
+}
+
+Engine::Served Engine::MarkWanted(const Target& t, PageEntry evicting) {
+  // The evictor moves the bytes back when the write completes, which wakes
+  // this thread; until then it stays blocked in the kernel.
+  PageEntry cur = evicting;
+  while (cur.state() == PageState::kEvicting) {
+    if (cur.wanted() ||
+        t.core->table.CompareExchange(
+            t.page, &cur, cur.with_flag(PageEntry::kWantedBit, true))) {
+      counters_.faults_on_evicting.Add();
+      return Served::kDone;
+    }
+  }
+  // The write completed meanwhile: serve the page in its new state.
+  return Served::kRetryLater;
+}
+
+Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped) {
+  Paging& p = *paging_;
+  if (ReserveFrames(1) == 0) return Served::kRetryLater;
+  const int buffer = p.buffers->Acquire();
+  if (buffer == PageArena::kNone) {
+    ReleaseFrames(1);
+    return Served::kRetryLater;
+  }
+  PageEntry cur = swapped;
+  if (!t.core->table.CompareExchange(t.page, &cur,
+                                     cur.with_state(PageState::kFilling))) {
+    p.buffers->Release(buffer);
+    ReleaseFrames(1);
+    return Served::kRetryLater;  // changed under us: look again
+  }
+  t.core->io_inflight.fetch_add(1);
+  p.reads[buffer] = IoOp{t.core, t.page, swapped.slot(), MonotonicNanos()};
+  const BackingStore::Request r{BackingStore::Request::Op::kRead,
+                                swapped.slot(), p.buffers->page(buffer),
+                                kReadTagBit | static_cast<uint64_t>(buffer)};
+  if (absl::Status s = p.store->Submit({&r, 1}); !s.ok()) {
+    RecordError(s);
+    OnReadDone(buffer, EIO);
+    return Served::kDone;
+  }
+  if (p.store->completion_fd() < 0) DrainCompletions();
+  return Served::kDone;
+}
+
+void Engine::OnReadDone(int buffer, int error) {
+  Paging& p = *paging_;
+  const IoOp op = p.reads[buffer];
+  RegionCore* core = op.core;
+  p.swap_in_latency.Record(MonotonicNanos() - op.submit_ns);
+  const uintptr_t addr = AddressOf(core, op.page);
+  auto finish = [&] {
+    p.buffers->Release(buffer);
+    core->io_inflight.fetch_sub(1);
+  };
+  if (error != 0) {
+    // Never zero-fill in place of data we could not read: report it, keep
+    // the slot (the data may still be readable later), and release the
+    // faulting thread with SIGBUS.
+    counters_.swap_read_errors.Add();
+    RecordError(absl::Status(
+        absl::ErrnoToStatusCode(error),
+        absl::StrFormat("swap read of region '%s' page %d from slot %d failed "
+                        "(errno %d); the faulting thread gets SIGBUS",
+                        core->region->name(), op.page.value(), op.slot, error)));
+    (void)core->table.Set(op.page,
+                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    ReleaseFrames(1);
+    if (addr != 0) ReleaseWithFailure(addr);
+    finish();
+    return;
+  }
+  if (addr == 0) {
+    // The application unmapped the page while it was read: nothing to fill.
+    (void)core->table.Set(op.page,
+                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    ReleaseFrames(1);
+    finish();
+    return;
+  }
+  const os::UffdResult r = uffd_->Copy(addr, p.buffers->page(buffer),
+                                       page_size_, /*wake=*/true,
+                                       /*write_protect=*/false);
+  if (r.outcome == os::UffdOutcome::kRetry) {
+    // An address-space event is pending; the service threads retry after
+    // reading it. The entry stays kFilling, so faults on it wait.
+    absl::MutexLock lock(&p.retry_mu);
+    p.retry_tags.push_back(static_cast<uint64_t>(buffer));
+    p.retry_pending.store(true);
+    return;
+  }
+  if (r.ok() || r.outcome == os::UffdOutcome::kExists) {
+    if (!r.ok()) (void)uffd_->Wake(addr, page_size_);
+    (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident));
+    core->resident.fetch_add(1, std::memory_order_relaxed);
+    core->swapped.fetch_sub(1, std::memory_order_relaxed);
+    p.store->FreeSlot(op.slot);
+    counters_.pages_swapped_in.Add();
+    AdmitToPolicy(core, op.page, 1, false);
+  } else {
+    (void)core->table.Set(op.page,
+                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    ReleaseFrames(1);
+    if (r.outcome == os::UffdOutcome::kFailed) {
+      RecordError(r.ToStatus("UFFDIO_COPY (swap-in)"));
+      ReleaseWithFailure(addr);
+    }
+  }
+  finish();
+}
+
+void Engine::RetryPendingReads() {
+  if (paging_ == nullptr || !paging_->retry_pending.load()) return;
+  std::vector<uint64_t> tags;
+  {
+    absl::MutexLock lock(&paging_->retry_mu);
+    tags.swap(paging_->retry_tags);
+    paging_->retry_pending.store(false);
+  }
+  for (uint64_t t : tags) {
+    if (t & kWriteRetryBit) {
+      CompleteMoveBack(static_cast<int>(t & ~kWriteRetryBit));
+    } else {
+      OnReadDone(static_cast<int>(t), 0);
+    }
+  }
+}
+
+void Engine::SwapEverythingIn() {
+  paging_->budget.SetBlocked(true);  // the application asked for all of it
+  std::vector<std::pair<RegionCore*, PageIndex>> pages;
+  {
+    absl::ReaderMutexLock lock(&map_mu_);
+    for (const auto& [region, core] : regions_) {
+      core->table.ForEachNonAbsent([&](PageIndex p, PageEntry e) {
+        if (e.state() == PageState::kSwapped) pages.emplace_back(core.get(), p);
+      });
+    }
+  }
+  for (const auto& [core, page] : pages) {
+    for (int attempt = 0; attempt < 100000; ++attempt) {
+      const PageEntry e = core->table.Get(page);
+      if (e.state() != PageState::kSwapped) break;
+      Target t;
+      t.core = core;
+      t.page = page;
+      t.page_addr = AddressOf(core, page);
+      if (t.page_addr == 0) break;
+      if (StartSwapIn(t, e) == Served::kDone) break;
+      DrainCompletions();
+    }
+  }
+  while (paging_->buffers->in_use() > 0) {
+    DrainCompletions();
+    absl::SleepFor(absl::Microseconds(50));
+  }
+}
+
+void Engine::ReleaseRegionPaging(RegionCore* core) {
+  if (paging_ == nullptr) return;
+  // Unmap waited for io_inflight to drain, so no entry is in transit.
+  uint64_t resident = 0;
+  core->table.ForEachNonAbsent([&](PageIndex, PageEntry e) {
+    if (e.state() == PageState::kSwapped) paging_->store->FreeSlot(e.slot());
+    if (e.state() == PageState::kResident) ++resident;
+  });
+  paging_->policy->ForgetRegion(core->id);
+  ReleaseFrames(resident);
+}
+
+int Engine::ExtraFd() const {
+  return paging_ != nullptr ? paging_->store->completion_fd() : -1;
+}
+
+void Engine::OnExtraReady() { DrainCompletions(); }
+
+}  // namespace upager::internal
