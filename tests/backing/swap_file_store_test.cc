@@ -3,11 +3,14 @@
 // fallbacks, batching, and the kernel's bad days injected through
 // FakeIoUring (short transfers, EIO, ENOSPC, refused submissions, late
 // completions).
+#include <linux/capability.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -225,6 +228,28 @@ TEST(SwapFileStoreTest, ShmFileWorksWhateverTheKernelGrants) {
   WriteAndCheck(**store, AllocateAll(**store), pool, readback, 3);
 }
 
+// For the EXPECT_EXIT children, where gtest assertions cannot set the exit
+// code: writes every slot from `pool`, reads them into `readback`, and
+// returns whether the bytes match.
+bool RoundTripInChild(BackingStore& store, const AlignedPages& pool,
+                      const AlignedPages& readback) {
+  const std::vector<uint64_t> slots = AllocateAll(store);
+  std::vector<Request> reqs;
+  for (size_t i = 0; i < slots.size() && i < pool.count(); ++i) {
+    FillPage(pool.page(i), 77 + i);
+    reqs.push_back({.op = Op::kWrite, .slot = slots[i], .buffer = pool.page(i),
+                    .tag = i});
+  }
+  if (!RunBatchOk(store, reqs).ok()) return false;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].op = Op::kRead;
+    reqs[i].buffer = readback.page(i);
+  }
+  if (!RunBatchOk(store, reqs).ok()) return false;
+  return std::memcmp(pool.data(), readback.data(),
+                     reqs.size() * kPage) == 0;
+}
+
 // Runs in a child (EXPECT_EXIT): a private mount namespace with a ramfs,
 // which refuses O_DIRECT (EINVAL at open) and has no fallocate.
 void RamfsChild() {
@@ -249,20 +274,7 @@ void RamfsChild() {
     }
     if ((*store)->stats().direct_io) code = 4;
     AlignedPages pool(16), readback(16);
-    const std::vector<uint64_t> slots = AllocateAll(**store);
-    std::vector<Request> reqs;
-    for (size_t i = 0; i < slots.size(); ++i) {
-      FillPage(pool.page(i), 77 + i);
-      reqs.push_back({.op = Op::kWrite, .slot = slots[i],
-                      .buffer = pool.page(i), .tag = i});
-    }
-    if (!RunBatchOk(**store, reqs).ok()) code = 5;
-    for (size_t i = 0; i < slots.size(); ++i) {
-      reqs[i].op = Op::kRead;
-      reqs[i].buffer = readback.page(i);
-    }
-    if (!RunBatchOk(**store, reqs).ok()) code = 6;
-    if (std::memcmp(pool.data(), readback.data(), pool.bytes()) != 0) code = 7;
+    if (!RoundTripInChild(**store, pool, readback)) code = 5;
   }
   // Lazily: the kernel drops the ring's reference to the registered file
   // asynchronously after the ring is torn down, so the mount can still be
@@ -343,6 +355,34 @@ TEST(SwapFileStoreTest, FixedAndPlainBuffersCarryTheSameBytes) {
   // Written from fixed buffers, read into plain ones; then the reverse.
   WriteAndCheck(**store, slots, registered, plain, 10);
   WriteAndCheck(**store, slots, plain, registered, 11);
+}
+
+// Runs in a child (EXPECT_EXIT): without CAP_IPC_LOCK and with a 64 KiB
+// RLIMIT_MEMLOCK, the kernel refuses to pin a 1 MiB buffer region.
+void MemlockChild() {
+  // Root bypasses the limit through CAP_IPC_LOCK: drop it from the
+  // effective set (the ring checks it when it is created).
+  __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct caps[2] = {};
+  if (syscall(SYS_capget, &header, caps) != 0) std::exit(2);
+  caps[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+  if (syscall(SYS_capset, &header, caps) != 0) std::exit(2);
+  const rlimit limit = {64 << 10, 64 << 10};
+  if (setrlimit(RLIMIT_MEMLOCK, &limit) != 0) std::exit(2);
+  int code = 0;
+  {
+    auto store = OpenSwapFile(DiskOptions("memlock", 256));
+    if (!store.ok()) std::exit(3);
+    AlignedPages pool(256), readback(256);
+    if (!(*store)->RegisterBuffers(pool.data(), pool.bytes()).ok()) code = 4;
+    if ((*store)->stats().registered_buffers) code = 5;
+    if (!RoundTripInChild(**store, pool, readback)) code = 6;
+  }
+  std::exit(code);
+}
+
+TEST(SwapFileStoreTest, MemlockLimitFallsBackToPlainBuffers) {
+  EXPECT_EXIT(MemlockChild(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST(SwapFileStoreTest, RefusedBufferRegistrationFallsBackToPlainBuffers) {
