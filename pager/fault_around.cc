@@ -23,6 +23,14 @@ PageRange FaultAroundWindow(PageIndex fault, uint64_t page_count,
 }
 
 uint32_t FaultAroundSizer::WindowFor(PageIndex fault) {
+  switch (mode()) {
+    case Mode::kSequential:
+      return max_;
+    case Mode::kRandom:
+      return 1;
+    case Mode::kAdaptive:
+      break;
+  }
   uint32_t w = base_;
   if (fault.value() == next_.load(std::memory_order_relaxed)) {
     w = std::min<uint32_t>(max_, window_.load(std::memory_order_relaxed) * 2);

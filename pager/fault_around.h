@@ -56,6 +56,13 @@ class FaultAroundSizer {
   FaultAroundSizer(const FaultAroundSizer&) = delete;
   FaultAroundSizer& operator=(const FaultAroundSizer&) = delete;
 
+  // Application hints (Runtime::Advise): kSequential always uses the
+  // maximum window, kRandom never goes past one page, kAdaptive (default)
+  // detects streams as described above.
+  enum class Mode : uint8_t { kAdaptive, kSequential, kRandom };
+  void set_mode(Mode m) { mode_.store(m, std::memory_order_relaxed); }
+  Mode mode() const { return mode_.load(std::memory_order_relaxed); }
+
   // The window for a missing fault at `fault`.
   uint32_t WindowFor(PageIndex fault);
   // Records a fill of [first, first + count).
@@ -72,6 +79,7 @@ class FaultAroundSizer {
   const uint32_t max_;
   std::atomic<uint64_t> next_{kNoStream};  // page right after the last fill
   std::atomic<uint32_t> window_;           // pages
+  std::atomic<Mode> mode_{Mode::kAdaptive};
 };
 
 }  // namespace upager::internal

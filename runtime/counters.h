@@ -40,6 +40,7 @@ struct Counters {
   Counter budget_waits;
   Counter pages_swapped_out;
   Counter pages_swapped_in;
+  Counter pages_read_ahead;
   Counter swap_write_errors;
   Counter swap_read_errors;
   Counter swap_full;

@@ -388,6 +388,66 @@ absl::Status Engine::Unmap(Region* region) {
   return result;
 }
 
+absl::Status Engine::Advise(Region* region, size_t offset, size_t length,
+                            Runtime::Advice advice) {
+  if (InForkChild()) {
+    return absl::FailedPreconditionError(
+        "Runtime::Advise called in a fork() child");
+  }
+  RegionCore* core = nullptr;
+  {
+    absl::ReaderMutexLock lock(&map_mu_);
+    auto it = regions_.find(region);
+    if (it == regions_.end()) {
+      return absl::NotFoundError(absl::StrFormat(
+          "Runtime::Advise: %p is not a live region of this runtime", region));
+    }
+    core = it->second.get();
+  }
+  if (offset % page_size_ != 0 || length % page_size_ != 0 ||
+      offset > core->size || length > core->size - offset) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Runtime::Advise: range [offset=%d, length=%d) is not page-aligned "
+        "or not inside region '%s' of %d bytes",
+        offset, length, region->name(), core->size));
+  }
+  const PageIndex first(offset / page_size_);
+  const uint64_t pages = length / page_size_;
+  switch (advice) {
+    case Runtime::Advice::kNormal:
+      core->fault_around.set_mode(FaultAroundSizer::Mode::kAdaptive);
+      return absl::OkStatus();
+    case Runtime::Advice::kSequential:
+      core->fault_around.set_mode(FaultAroundSizer::Mode::kSequential);
+      return absl::OkStatus();
+    case Runtime::Advice::kRandom:
+      core->fault_around.set_mode(FaultAroundSizer::Mode::kRandom);
+      return absl::OkStatus();
+    case Runtime::Advice::kWillNeed:
+      Prefetch(core, first, pages);
+      return absl::OkStatus();
+    case Runtime::Advice::kDontNeed: {
+      // The application's own madvise, page by page where the region is
+      // mapped now (mremap may have moved parts); its REMOVE events free
+      // the pages, swap slots and policy state.
+      for (uint64_t i = 0; i < pages; ++i) {
+        const uintptr_t addr = AddressOf(core, first + i);
+        if (addr == 0) continue;
+        uint64_t run = 1;
+        while (i + run < pages &&
+               AddressOf(core, first + i + run) == addr + run * page_size_) {
+          ++run;
+        }
+        UPAGER_RETURN_IF_ERROR(
+            os::AdviseDontNeed(reinterpret_cast<void*>(addr), run * page_size_));
+        i += run - 1;
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError("Runtime::Advise: unknown advice");
+}
+
 Region* Engine::FindRegion(const void* addr) const {
   // Reflect every munmap/mremap that has returned to the application.
   if (!InForkChild()) service_->SyncEvents();
@@ -507,6 +567,7 @@ Stats Engine::stats() const {
   s.budget_waits = c.budget_waits.Get();
   s.pages_swapped_out = c.pages_swapped_out.Get();
   s.pages_swapped_in = c.pages_swapped_in.Get();
+  s.pages_read_ahead = c.pages_read_ahead.Get();
   s.swap_write_errors = c.swap_write_errors.Get();
   s.swap_read_errors = c.swap_read_errors.Get();
   s.swap_full = c.swap_full.Get();

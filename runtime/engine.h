@@ -66,6 +66,7 @@
 #include "upager/backing_store.h"
 #include "upager/options.h"
 #include "upager/region.h"
+#include "upager/runtime.h"
 #include "upager/stats.h"
 
 namespace upager::internal {
@@ -81,6 +82,8 @@ class Engine final : public FaultService::Handler {
   absl::StatusOr<Region*> Map(const RegionOptions& options);
   absl::Status Unmap(Region* region);
   Region* FindRegion(const void* addr) const;
+  absl::Status Advise(Region* region, size_t offset, size_t length,
+                      Runtime::Advice advice);
   Stats stats() const;
   absl::Status status() const;
   size_t page_size() const { return page_size_; }
@@ -116,6 +119,8 @@ class Engine final : public FaultService::Handler {
     uint64_t submit_ns = 0;
     int error = 0;        // writes: the completion's errno
     bool wanted = false;  // writes: a fault waited for the page
+    bool readahead = false;   // reads: no fault waits for this page
+    bool sequential = false;  // reads: part of a detected stream
   };
   // Everything paging needs; null when the Runtime has no budget.
   struct Paging {
@@ -177,6 +182,8 @@ class Engine final : public FaultService::Handler {
   void CompleteMoveBack(int staging);
   void OnReadDone(int buffer, int error);
   void RetryPendingReads();
+  // Starts reads for the swapped pages of [first, first + count) (WillNeed).
+  void Prefetch(RegionCore* core, PageIndex first, uint64_t count);
   // Current address of `page` of `core`, or 0 if the application unmapped
   // it.
   uintptr_t AddressOf(RegionCore* core, PageIndex page) const;

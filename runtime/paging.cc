@@ -498,31 +498,111 @@ Engine::Served Engine::MarkWanted(const Target& t, PageEntry evicting) {
 
 Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped) {
   Paging& p = *paging_;
-  if (ReserveFrames(1) == 0) return Served::kRetryLater;
-  const int buffer = p.buffers->Acquire();
-  if (buffer == PageArena::kNone) {
-    ReleaseFrames(1);
-    return Served::kRetryLater;
+  // Read-ahead: the fault-around sizer sees the swap-in stream too; a fault
+  // that continues one reads the following swapped pages in the same batch
+  // (window doubling up to fault_around_max_pages), a random one reads
+  // only its page. Pages read ahead are admitted as sequential, so a scan
+  // through swapped data displaces only itself.
+  const uint32_t window = t.core->fault_around.WindowFor(t.page);
+  const bool sequential = window > t.core->fault_around.base_pages();
+  const uint64_t limit = std::min<uint64_t>(t.page_limit, t.core->pages);
+  const uint64_t want =
+      sequential ? std::min<uint64_t>(window, limit - t.page.value()) : 1;
+  const uint64_t frames = ReserveFrames(want);
+  if (frames == 0) return Served::kRetryLater;
+  std::vector<BackingStore::Request> reads;
+  for (uint64_t i = 0; i < frames; ++i) {
+    const PageIndex page = t.page + i;
+    PageEntry cur = i == 0 ? swapped : t.core->table.Get(page);
+    if (cur.state() != PageState::kSwapped) break;
+    const int buffer = p.buffers->Acquire();
+    if (buffer == PageArena::kNone) break;
+    if (!t.core->table.CompareExchange(page, &cur,
+                                       cur.with_state(PageState::kFilling))) {
+      p.buffers->Release(buffer);
+      break;
+    }
+    t.core->io_inflight.fetch_add(1);
+    IoOp op{t.core, page, cur.slot(), MonotonicNanos()};
+    op.readahead = i > 0;
+    op.sequential = sequential;
+    p.reads[buffer] = op;
+    reads.push_back({BackingStore::Request::Op::kRead, cur.slot(),
+                     p.buffers->page(buffer),
+                     kReadTagBit | static_cast<uint64_t>(buffer)});
   }
-  PageEntry cur = swapped;
-  if (!t.core->table.CompareExchange(t.page, &cur,
-                                     cur.with_state(PageState::kFilling))) {
-    p.buffers->Release(buffer);
-    ReleaseFrames(1);
-    return Served::kRetryLater;  // changed under us: look again
-  }
-  t.core->io_inflight.fetch_add(1);
-  p.reads[buffer] = IoOp{t.core, t.page, swapped.slot(), MonotonicNanos()};
-  const BackingStore::Request r{BackingStore::Request::Op::kRead,
-                                swapped.slot(), p.buffers->page(buffer),
-                                kReadTagBit | static_cast<uint64_t>(buffer)};
-  if (absl::Status s = p.store->Submit({&r, 1}); !s.ok()) {
+  if (frames > reads.size()) ReleaseFrames(frames - reads.size());
+  if (reads.empty()) return Served::kRetryLater;  // changed under us
+  t.core->fault_around.Filled(t.page, reads.size());
+  counters_.pages_read_ahead.Add(reads.size() - 1);
+  if (absl::Status s = p.store->Submit(reads); !s.ok()) {
     RecordError(s);
-    OnReadDone(buffer, EIO);
+    for (const auto& r : reads) {
+      OnReadDone(static_cast<int>(r.tag & ~kReadTagBit), EIO);
+    }
     return Served::kDone;
   }
   if (p.store->completion_fd() < 0) DrainCompletions();
   return Served::kDone;
+}
+
+void Engine::Prefetch(RegionCore* core, PageIndex first, uint64_t count) {
+  if (paging_ == nullptr) return;
+  Paging& p = *paging_;
+  std::vector<BackingStore::Request> reads;
+  auto submit = [&] {
+    if (reads.empty()) return;
+    if (absl::Status s = p.store->Submit(reads); !s.ok()) {
+      RecordError(s);
+      for (const auto& r : reads) {
+        OnReadDone(static_cast<int>(r.tag & ~kReadTagBit), EIO);
+      }
+    }
+    reads.clear();
+    DrainCompletions();
+  };
+  const uint64_t end = std::min<uint64_t>(first.value() + count, core->pages);
+  for (PageIndex page = first; page.value() < end; ++page) {
+    PageEntry cur = core->table.Get(page);
+    if (cur.state() != PageState::kSwapped) continue;
+    // The application asked for these pages: give the evictor a moment to
+    // free frames (bounded: ~20 ms per page at worst), then give up.
+    uint64_t got = ReserveFrames(1);
+    for (int wait = 0; got == 0 && wait < 200; ++wait) {
+      submit();
+      absl::SleepFor(absl::Microseconds(100));
+      got = ReserveFrames(1);
+    }
+    if (got == 0) break;
+    int buffer = p.buffers->Acquire();
+    if (buffer == PageArena::kNone) {
+      submit();
+      buffer = p.buffers->Acquire();
+      if (buffer == PageArena::kNone) {
+        ReleaseFrames(1);
+        break;
+      }
+    }
+    if (!core->table.CompareExchange(page, &cur,
+                                     cur.with_state(PageState::kFilling))) {
+      p.buffers->Release(buffer);
+      ReleaseFrames(1);
+      continue;
+    }
+    core->io_inflight.fetch_add(1);
+    IoOp op{core, page, cur.slot(), MonotonicNanos()};
+    op.readahead = true;
+    // Asked for explicitly: admitted as demand, not as a stream's pages
+    // (which the policy would evict first).
+    op.sequential = false;
+    p.reads[buffer] = op;
+    reads.push_back({BackingStore::Request::Op::kRead, cur.slot(),
+                     p.buffers->page(buffer),
+                     kReadTagBit | static_cast<uint64_t>(buffer)});
+    counters_.pages_read_ahead.Add();
+    if (reads.size() == 64) submit();
+  }
+  submit();
 }
 
 void Engine::OnReadDone(int buffer, int error) {
@@ -535,6 +615,15 @@ void Engine::OnReadDone(int buffer, int error) {
     p.buffers->Release(buffer);
     core->io_inflight.fetch_sub(1);
   };
+  if (error != 0 && op.readahead) {
+    // Nobody waits for a page read ahead: leave it swapped out; a fault on
+    // it later reads it again (and reports a failure then).
+    (void)core->table.Set(op.page,
+                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    ReleaseFrames(1);
+    finish();
+    return;
+  }
   if (error != 0) {
     // Never zero-fill in place of data we could not read: report it, keep
     // the slot (the data may still be readable later), and release the
@@ -578,7 +667,7 @@ void Engine::OnReadDone(int buffer, int error) {
     core->swapped.fetch_sub(1, std::memory_order_relaxed);
     p.store->FreeSlot(op.slot);
     counters_.pages_swapped_in.Add();
-    AdmitToPolicy(core, op.page, 1, false);
+    AdmitToPolicy(core, op.page, 1, op.sequential);
   } else {
     (void)core->table.Set(op.page,
                           PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
@@ -626,6 +715,7 @@ void Engine::SwapEverythingIn() {
       Target t;
       t.core = core;
       t.page = page;
+      t.page_limit = core->pages;
       t.page_addr = AddressOf(core, page);
       if (t.page_addr == 0) break;
       if (StartSwapIn(t, e) == Served::kDone) break;

@@ -24,6 +24,11 @@ absl::StatusOr<Region*> Runtime::Map(const RegionOptions& options) {
 
 absl::Status Runtime::Unmap(Region* region) { return engine_->Unmap(region); }
 
+absl::Status Runtime::Advise(Region* region, size_t offset, size_t length,
+                             Advice advice) {
+  return engine_->Advise(region, offset, length, advice);
+}
+
 Region* Runtime::FindRegion(const void* addr) const {
   return engine_->FindRegion(addr);
 }

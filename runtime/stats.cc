@@ -49,10 +49,10 @@ std::string Stats::ToString() const {
       fault_latency.max_ns / 1e3, fault_latency.mean_ns / 1e3);
   if (budget_pages != 0) {
     absl::StrAppendFormat(
-        &s, "paging: budget %d pages, %d used, %d swapped; out %d, in %d; "
-        "%d budget waits, %d over budget%s\n",
+        &s, "paging: budget %d pages, %d used, %d swapped; out %d, in %d "
+        "(%d read ahead); %d budget waits, %d over budget%s\n",
         budget_pages, budget_used_pages, swapped_pages, pages_swapped_out,
-        pages_swapped_in, budget_waits, over_budget_pages,
+        pages_swapped_in, pages_read_ahead, budget_waits, over_budget_pages,
         eviction_blocked ? " (eviction blocked)" : "");
     absl::StrAppendFormat(
         &s, "  swap errors: %d write, %d read, %d full; evictions %d skipped, "

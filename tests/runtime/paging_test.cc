@@ -339,3 +339,118 @@ TEST(PagingOptionsTest, BadPagingOptionsAreClearErrors) {
 
 }  // namespace
 }  // namespace upager::testing
+
+namespace upager::testing {
+namespace {
+
+// Pages of [p, p + pages) the kernel has in memory (mincore).
+uint64_t PresentPages(const std::byte* p, uint64_t pages) {
+  std::vector<unsigned char> v(pages);
+  EXPECT_EQ(mincore(const_cast<std::byte*>(p), pages * kPage, v.data()), 0);
+  uint64_t n = 0;
+  for (unsigned char c : v) n += c & 1;
+  return n;
+}
+
+TEST(ScanResistanceTest, HotSetSurvivesASequentialScanEightTimesItsSize) {
+  // The case scaled by 1/16: a hot set of 8 MiB read at random,
+  // interleaved 1:1 with a sequential scan of 64 MiB of cold (swapped-out)
+  // data, under a 16 MiB budget: at least 90% of the hot set must stay
+  // resident.
+  constexpr uint64_t kHot = 2048, kCold = 16384, kBudget = 4096;
+  RuntimeOptions o;
+  o.resident_budget_bytes = kBudget * kPage;
+  o.swap.store = MemoryStore(2 * (kHot + kCold) * kPage);
+  auto rt = MakeRuntime(o);
+  ASSERT_NE(rt, nullptr);
+  auto hot = rt->Map({.size = kHot * kPage, .name = "hot"});
+  auto cold = rt->Map({.size = kCold * kPage, .name = "cold"});
+  ASSERT_TRUE(hot.ok() && cold.ok());
+  std::byte* h = (*hot)->data();
+  std::byte* c = (*cold)->data();
+  for (uint64_t i = 0; i < kCold; ++i) FillPage(c + i * kPage, i, 1);
+  for (uint64_t i = 0; i < kHot; ++i) FillPage(h + i * kPage, i, 1);
+  std::mt19937_64 rng(7);
+  auto touch_hot = [&] {
+    const uint64_t i = rng() % kHot;
+    return static_cast<unsigned char>(h[i * kPage]) == Byte(i, 0, 1);
+  };
+  // Warm the hot set, then scan the cold data twice.
+  uint64_t bad = 0;
+  for (uint64_t k = 0; k < 4 * kHot; ++k) bad += !touch_hot();
+  for (int pass = 0; pass < 2; ++pass) {
+    for (uint64_t i = 0; i < kCold; ++i) {
+      bad += static_cast<unsigned char>(c[i * kPage]) != Byte(i, 0, 1);
+      bad += !touch_hot();
+    }
+  }
+  EXPECT_EQ(bad, 0u);
+  const uint64_t resident = PresentPages(h, kHot);
+  const Stats s = rt->stats();
+  RecordProperty("hot_resident_permille", static_cast<int>(resident * 1000 / kHot));
+  EXPECT_GE(resident * 10, kHot * 9)
+      << resident << " of " << kHot << " hot pages resident\n"
+      << s.ToString() << s.policy;
+  EXPECT_GT(s.pages_read_ahead, 0u) << "the scan was read ahead";
+  // Everything is still right, hot and cold.
+  for (uint64_t i = 0; i < kHot; ++i) ASSERT_TRUE(PageIs(h + i * kPage, i, 1));
+  for (uint64_t i = 0; i < kCold; i += 97) ASSERT_TRUE(PageIs(c + i * kPage, i, 1));
+}
+
+}  // namespace
+}  // namespace upager::testing
+
+namespace upager::testing {
+namespace {
+
+TEST(AdviseTest, RandomAndSequentialSetTheWindow) {
+  auto rt = MakeRuntime({.fault_around_pages = 16});
+  ASSERT_NE(rt, nullptr);
+  auto r = rt->Map({.size = 1024 * kPage, .name = "advice"});
+  ASSERT_TRUE(r.ok());
+  std::byte* p = (*r)->data();
+  ASSERT_TRUE(rt->Advise(*r, 0, 0, Runtime::Advice::kRandom).ok());
+  for (uint64_t i = 0; i < 64; ++i) p[i * kPage] = std::byte{1};
+  EXPECT_EQ(SettledStats(*rt).faults_missing_write, 64u) << "one page per fault";
+  ASSERT_TRUE(rt->Advise(*r, 0, 0, Runtime::Advice::kSequential).ok());
+  p[512 * kPage] = std::byte{2};  // a lone fault fills the maximum window
+  EXPECT_EQ(PresentPages(p + 512 * kPage, 256), 256u);
+  EXPECT_EQ(static_cast<int>(p[600 * kPage]), 0);
+  EXPECT_EQ(static_cast<int>(p[512 * kPage]), 2);
+}
+
+TEST(AdviseTest, WillNeedReadsBackAndDontNeedDrops) {
+  constexpr uint64_t kBudget = 256, kPages = 1024;
+  RuntimeOptions o;
+  o.resident_budget_bytes = kBudget * kPage;
+  o.swap.store = MemoryStore(4 * kPages * kPage);
+  auto rt = MakeRuntime(o);
+  ASSERT_NE(rt, nullptr);
+  auto r = rt->Map({.size = kPages * kPage, .name = "willneed"});
+  ASSERT_TRUE(r.ok());
+  std::byte* p = (*r)->data();
+  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  // The first 64 pages were evicted long ago.
+  ASSERT_LT(PresentPages(p, 64), 64u);
+  ASSERT_TRUE(rt->Advise(*r, 0, 64 * kPage, Runtime::Advice::kWillNeed).ok());
+  EXPECT_TRUE(Eventually([&] { return PresentPages(p, 64) == 64; }))
+      << "prefetched without a touch; " << PresentPages(p, 64) << " present";
+  for (uint64_t i = 0; i < 64; ++i) ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
+
+  ASSERT_TRUE(rt->Advise(*r, 64 * kPage, 64 * kPage,
+                         Runtime::Advice::kDontNeed).ok());
+  for (uint64_t i = 64; i < 128; ++i) ASSERT_TRUE(PageIs(p + i * kPage, i, 0));
+  for (uint64_t i = 128; i < kPages; i += 31) {
+    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
+  }
+
+  auto bad = rt->Advise(*r, 100, kPage, Runtime::Advice::kWillNeed);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("offset=100"));
+  EXPECT_EQ(rt->Advise(*r, 0, (kPages + 1) * kPage, Runtime::Advice::kNormal)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace upager::testing

@@ -58,6 +58,23 @@ class Runtime {
   // live region of this Runtime.
   absl::Status Unmap(Region* region);
 
+  // Access-pattern hints for a region, like madvise(2).
+  enum class Advice {
+    kNormal,      // adaptive fault-around and read-ahead (default)
+    kSequential,  // always fill / read ahead the maximum window
+    kRandom,      // one page per fault: no fault-around, no read-ahead
+    kWillNeed,    // start reading the range's paged-out pages back now
+    kDontNeed,    // drop the range: it reads as zero again (its memory and
+                  // swap slots are freed), as madvise(MADV_DONTNEED)
+  };
+  // kNormal, kSequential and kRandom apply to the whole region (offset and
+  // length are checked but otherwise ignored); kWillNeed and kDontNeed to
+  // [offset, offset + length). InvalidArgument naming the values if the
+  // range is not page-aligned or not inside the region; NotFound if
+  // `region` is not live. kWillNeed returns once the reads are submitted.
+  absl::Status Advise(Region* region, size_t offset, size_t length,
+                      Advice advice);
+
   // The live region serving `addr` (where the application has it mapped
   // now, which after an mremap is not data()), or nullptr. O(log regions).
   Region* FindRegion(const void* addr) const;

@@ -91,6 +91,7 @@ struct Stats {
   uint64_t swapped_pages = 0;      // pages whose only copy is in the store
   uint64_t pages_swapped_out = 0;
   uint64_t pages_swapped_in = 0;
+  uint64_t pages_read_ahead = 0;   // of those, read ahead of a fault
   uint64_t budget_waits = 0;       // faults that found no frame and waited
   // Frames granted over budget because eviction could not make progress
   // (store full or failing); eviction_blocked says it is happening now.
