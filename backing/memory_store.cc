@@ -48,7 +48,10 @@ void MemoryStore::FreeSlot(uint64_t slot) {
   // again: once Free returns, another thread may write a page into it, and
   // a later DONTNEED would wipe those bytes. (Failure only means the
   // memory stays in use until the slot is rewritten.)
-  if (slot < slots_.capacity()) {
+  // Only an allocated slot: a double free must not wipe the page of
+  // whoever allocated the slot since (the caller owns an allocated slot,
+  // so the check cannot go stale before the Free below).
+  if (slots_.IsAllocated(slot)) {
     (void)os::AdviseDontNeed(base_ + slot * page_size_, page_size_);
   }
   (void)slots_.Free(slot);

@@ -121,6 +121,42 @@ class Shadow {
   std::vector<std::byte> bytes_;
 };
 
+// Routes completions between threads sharing one store: any thread may
+// reap any thread's completion, so each records what it reaps by tag and
+// waits until all of its own tags are recorded.
+class CompletionRouter {
+ public:
+  CompletionRouter(BackingStore& store, uint64_t tags)
+      : store_(store), state_(tags) {}
+
+  // Submits `requests` and waits for their tags. False on a Submit error,
+  // a failed request, or 30 s without its completion.
+  bool Run(const std::vector<Request>& requests) {
+    for (const Request& r : requests) state_[r.tag].store(kPending);
+    if (!store_.Submit(requests).ok()) return false;
+    std::vector<BackingStore::Completion> out(16);
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    bool ok = true;
+    for (const Request& r : requests) {
+      while (state_[r.tag].load() == kPending) {
+        if (absl::Now() > deadline) return false;
+        const size_t n =
+            store_.Wait(absl::MakeSpan(out), absl::Milliseconds(10));
+        for (size_t i = 0; i < n; ++i) {
+          state_[out[i].tag].store(out[i].error == 0 ? kOk : kFailed);
+        }
+      }
+      ok = ok && state_[r.tag].load() == kOk;
+    }
+    return ok;
+  }
+
+ private:
+  static constexpr int kPending = 0, kOk = 1, kFailed = 2;
+  BackingStore& store_;
+  std::vector<std::atomic<int>> state_;  // by tag
+};
+
 // Writes `slots` (in batches of the pool's size) with fresh contents and
 // records them in the shadow once their completions are back.
 void WriteSlots(BackingStore& store, const std::vector<uint64_t>& slots,
@@ -217,30 +253,8 @@ TEST_P(BackingStoreTest, ThreadsShareOneStore) {
   AlignedPages pool(kThreads * kBatch);
   MaybeRegister(*store, pool);
 
-  // Any thread may reap any thread's completion: each marks the tag done in
-  // shared state and waits until all of its own tags are marked.
-  const uint64_t kTags = kThreads * kPagesPerThread;
-  std::vector<std::atomic<int>> state(kTags);  // 0 pending, 1 ok, 2 failed
+  CompletionRouter router(*store, kThreads * kPagesPerThread);
   std::atomic<int> failures{0};
-  auto reap_until = [&](const std::vector<uint64_t>& tags) {
-    std::vector<BackingStore::Completion> out(16);
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    for (uint64_t t : tags) {
-      while (state[t].load() == 0) {
-        if (absl::Now() > deadline) {
-          failures.fetch_add(1);
-          return;
-        }
-        const size_t n =
-            store->Wait(absl::MakeSpan(out), absl::Milliseconds(10));
-        for (size_t i = 0; i < n; ++i) {
-          state[out[i].tag].store(out[i].error == 0 ? 1 : 2);
-        }
-      }
-      if (state[t].load() != 1) failures.fetch_add(1);
-    }
-  };
-
   auto worker = [&](int id) {
     std::vector<uint64_t> slots;
     for (uint64_t i = 0; i < kPagesPerThread; ++i) {
@@ -256,24 +270,19 @@ TEST_P(BackingStoreTest, ThreadsShareOneStore) {
     for (uint64_t base = 0; base < kPagesPerThread; base += kBatch) {
       const uint64_t n = std::min(kBatch, kPagesPerThread - base);
       std::vector<Request> reqs;
-      std::vector<uint64_t> tags;
       for (uint64_t k = 0; k < n; ++k) {
-        const uint64_t tag = id * kPagesPerThread + base + k;
         FillPage(mine + k * kPage, slots[base + k] ^ 0x5a5a);
         reqs.push_back({.op = Op::kWrite, .slot = slots[base + k],
-                        .buffer = mine + k * kPage, .tag = tag});
-        tags.push_back(tag);
+                        .buffer = mine + k * kPage,
+                        .tag = id * kPagesPerThread + base + k});
       }
-      if (!store->Submit(reqs).ok()) failures.fetch_add(1);
-      reap_until(tags);
-      for (uint64_t t : tags) state[t].store(0);
+      if (!router.Run(reqs)) failures.fetch_add(1);
       // Read the batch back into the same buffers and check them.
       for (uint64_t k = 0; k < n; ++k) {
         std::memset(mine + k * kPage, 0, kPage);
         reqs[k].op = Op::kRead;
       }
-      if (!store->Submit(reqs).ok()) failures.fetch_add(1);
-      reap_until(tags);
+      if (!router.Run(reqs)) failures.fetch_add(1);
       for (uint64_t k = 0; k < n; ++k) {
         FillPage(expect.data(), slots[base + k] ^ 0x5a5a);
         if (std::memcmp(mine + k * kPage, expect.data(), kPage) != 0) {
@@ -287,6 +296,49 @@ TEST_P(BackingStoreTest, ThreadsShareOneStore) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(store->stats().used_slots, kThreads * kPagesPerThread);
+}
+
+// Slots cycle between threads: each one allocates, writes, reads back and
+// frees, so a slot freed by one thread is at once written by another. A
+// store that touched a slot's bytes after freeing it (the memory store once
+// dropped the page after Free) loses the new owner's write.
+TEST_P(BackingStoreTest, SlotsCyclingBetweenThreadsKeepTheirBytes) {
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 2000;
+  // Fewer slots than threads: a freed slot has a taker waiting for it.
+  auto store = Make(2);
+  ASSERT_NE(store, nullptr);
+  AlignedPages pool(2 * kThreads);
+  MaybeRegister(*store, pool);
+  CompletionRouter router(*store, kThreads * kRounds);
+  std::atomic<int> failures{0};
+  auto worker = [&](int id) {
+    std::byte* out = pool.page(2 * id);
+    std::byte* in = pool.page(2 * id + 1);
+    for (int round = 0; round < kRounds; ++round) {
+      absl::StatusOr<uint64_t> slot = store->AllocateSlot();
+      while (!slot.ok()) {
+        std::this_thread::yield();
+        slot = store->AllocateSlot();
+      }
+      const uint64_t tag = static_cast<uint64_t>(id) * kRounds + round;
+      FillPage(out, tag);
+      std::memset(in, 0, kPage);
+      if (!router.Run({{.op = Op::kWrite, .slot = *slot, .buffer = out,
+                        .tag = tag}}) ||
+          !router.Run({{.op = Op::kRead, .slot = *slot, .buffer = in,
+                        .tag = tag}}) ||
+          std::memcmp(in, out, kPage) != 0) {
+        failures.fetch_add(1);
+      }
+      store->FreeSlot(*slot);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) threads.emplace_back(worker, i);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(store->stats().used_slots, 0u);
 }
 
 TEST_P(BackingStoreTest, FreedSlotsAreReusedAndFullStoreSaysSo) {
