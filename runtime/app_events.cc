@@ -42,6 +42,10 @@ void Engine::DropPages(RegionCore* core, PageIndex first, uint64_t count) {
           case PageState::kResident:
             core->resident.fetch_sub(1, std::memory_order_relaxed);
             ++frames;
+            // A clean page (swapped in, never written) still holds a slot.
+            if (cur.write_protected() && paging_ != nullptr) {
+              paging_->store->FreeSlot(cur.slot());
+            }
             break;
           case PageState::kZero:
             core->zero_mapped.fetch_sub(1, std::memory_order_relaxed);

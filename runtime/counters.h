@@ -41,6 +41,8 @@ struct Counters {
   Counter pages_swapped_out;
   Counter pages_swapped_in;
   Counter pages_read_ahead;
+  Counter clean_drops;
+  Counter pages_dirtied;
   Counter swap_write_errors;
   Counter swap_read_errors;
   Counter swap_full;

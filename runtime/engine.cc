@@ -286,7 +286,10 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
   if (absl::Status s = os::AdviseNoHugePage(mem, o.size); !s.ok()) {
     return fail(s);
   }
-  if (absl::Status s = uffd_->Register(base, o.size, os::kRegisterMissing);
+  if (absl::Status s = uffd_->Register(
+          base, o.size,
+          os::kRegisterMissing |
+              (track_writes_ ? uint32_t{os::kRegisterWriteProtect} : 0u));
       !s.ok()) {
     return fail(s);
   }
@@ -568,6 +571,8 @@ Stats Engine::stats() const {
   s.pages_swapped_out = c.pages_swapped_out.Get();
   s.pages_swapped_in = c.pages_swapped_in.Get();
   s.pages_read_ahead = c.pages_read_ahead.Get();
+  s.clean_drops = c.clean_drops.Get();
+  s.pages_dirtied = c.pages_dirtied.Get();
   s.swap_write_errors = c.swap_write_errors.Get();
   s.swap_read_errors = c.swap_read_errors.Get();
   s.swap_full = c.swap_full.Get();

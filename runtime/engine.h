@@ -119,6 +119,7 @@ class Engine final : public FaultService::Handler {
     uint64_t submit_ns = 0;
     int error = 0;        // writes: the completion's errno
     bool wanted = false;  // writes: a fault waited for the page
+    bool clean = false;       // writes: a clean drop, nothing was written
     bool readahead = false;   // reads: no fault waits for this page
     bool sequential = false;  // reads: part of a detected stream
   };
@@ -157,6 +158,7 @@ class Engine final : public FaultService::Handler {
   // missing_fault.cc
   Served HandlePageFault(const os::UffdEvent& e, uint64_t read_ns);
   Served HandleMissing(const os::UffdEvent& e, uintptr_t addr);
+  Served HandleWriteProtect(uintptr_t addr);
   Served ServeForeign(uintptr_t addr, bool write);
   void ReleaseWithFailure(uintptr_t addr);
   // paging.cc
@@ -174,6 +176,9 @@ class Engine final : public FaultService::Handler {
   Served StartSwapIn(const Target& t, PageEntry swapped);
   Served MarkWanted(const Target& t, PageEntry evicting);
   void DrainCompletions();
+  // Drops a clean victim (its slot holds its bytes) without a write.
+  void EvictClean(RegionCore* core, PageIndex page, PageEntry cur,
+                  uintptr_t addr);
   void HandleCompletions(absl::Span<const BackingStore::Completion> done);
   void OnWriteDone(int staging, int error);
   void FinishWrite(int staging, int error);
@@ -216,6 +221,8 @@ class Engine final : public FaultService::Handler {
   Counters counters_;
   std::unique_ptr<FaultService> service_;
   std::unique_ptr<Paging> paging_;  // null without a budget
+  // Regions are registered for write-protect too (clean-page tracking).
+  bool track_writes_ = false;
   uint32_t next_region_id_ ABSL_GUARDED_BY(map_mu_) = 1;
   absl::flat_hash_map<uint32_t, RegionCore*> regions_by_id_
       ABSL_GUARDED_BY(map_mu_);

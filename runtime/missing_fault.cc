@@ -28,11 +28,8 @@ Engine::Served Engine::HandlePageFault(const os::UffdEvent& e,
   const uintptr_t addr = e.address & ~(uintptr_t{page_size_} - 1);
   Served served = Served::kDone;
   if (e.wp) {
-    // Nothing is write-protected by this runtime yet; un-protect so the
-    // thread proceeds rather than blocking on a protection we never armed.
     counters_.faults_write_protect.Add();
-    const os::UffdResult r = uffd_->WriteProtect(addr, page_size_, false, true);
-    if (r.outcome == os::UffdOutcome::kRetry) served = Served::kRetryLater;
+    served = HandleWriteProtect(addr);
   } else if (e.minor) {
     counters_.faults_minor.Add();
     (void)uffd_->Wake(addr, page_size_);
@@ -46,6 +43,38 @@ Engine::Served Engine::HandlePageFault(const os::UffdEvent& e,
     counters_.fault_latency.Record(now > read_ns ? now - read_ns : 0);
   }
   return served;
+}
+
+Engine::Served Engine::HandleWriteProtect(uintptr_t addr) {
+  // Swapped-in pages are mapped write-protected while their slot still
+  // holds the same bytes (runtime/paging.cc, clean drop). The first write
+  // lands here: the page becomes dirty, and the slot is freed *before* the
+  // protection is lifted, so a page that still has its slot was never
+  // written. A page being evicted stays protected: lifting it before the
+  // move-out could let a write land in a page about to be dropped as
+  // clean; the thread waits for the eviction to finish or be cancelled.
+  Target t;
+  if (Resolve(addr, &t)) {
+    PageEntry cur = t.core->table.Get(t.page);
+    if (cur.state() == PageState::kEvicting) return MarkWanted(t, cur);
+    // A fill wakes the faulting thread before it publishes the entry; a
+    // write right after a write-protected swap-in can get here first. Wait
+    // for the entry: un-protecting now would let the write land in a page
+    // about to be published as clean.
+    if (cur.state() == PageState::kFilling) return Served::kRetryLater;
+    while (cur.state() == PageState::kResident && cur.write_protected()) {
+      const PageEntry dirty =
+          PageEntry::Of(PageState::kResident).with_flag(PageEntry::kDirtyBit, true);
+      if (t.core->table.CompareExchange(t.page, &cur, dirty)) {
+        if (paging_ != nullptr) paging_->store->FreeSlot(cur.slot());
+        counters_.pages_dirtied.Add();
+        break;
+      }
+    }
+  }
+  const os::UffdResult r = uffd_->WriteProtect(addr, page_size_, false, true);
+  return r.outcome == os::UffdOutcome::kRetry ? Served::kRetryLater
+                                              : Served::kDone;
 }
 
 Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {

@@ -125,6 +125,8 @@ absl::Status Engine::StartPaging() {
   UPAGER_ASSIGN_OR_RETURN(os::EventFd wake, os::EventFd::Create());
   p->evictor_wake = std::make_unique<os::EventFd>(std::move(wake));
   paging_ = std::move(p);
+  // Clean-page tracking needs write-protect on anonymous memory.
+  track_writes_ = uffd_->has(os::uffd_feature::kPagefaultFlagWp);
   return absl::OkStatus();
 }
 
@@ -208,7 +210,10 @@ void Engine::EvictorLoop() {
     while (p.budget.AboveLow() && !p.stopping.load()) {
       // Progress is pages that left memory, not frames in use: faults may
       // take frames as fast as eviction frees them.
-      const uint64_t before = counters_.pages_swapped_out.Get();
+      auto evicted = [&] {
+        return counters_.pages_swapped_out.Get() + counters_.clean_drops.Get();
+      };
+      const uint64_t before = evicted();
       const size_t started = EvictBatch(kEvictBatch);
       // Let the round's writes complete before judging it.
       for (int i = 0; i < 100 && p.staging->in_use() > 0; ++i) {
@@ -216,9 +221,9 @@ void Engine::EvictorLoop() {
         HandleCompletions(absl::MakeConstSpan(
             c, p.store->Wait(absl::MakeSpan(c), absl::Milliseconds(1))));
         DrainCompletions();
-        if (started > 0 && counters_.pages_swapped_out.Get() > before) break;
+        if (started > 0 && evicted() > before) break;
       }
-      if (counters_.pages_swapped_out.Get() > before) {
+      if (evicted() > before) {
         idle_rounds = 0;
         if (p.budget.blocked()) p.budget.SetBlocked(false);
         continue;
@@ -272,6 +277,12 @@ size_t Engine::EvictBatch(size_t n) {
       continue;
     }
     const uintptr_t addr = AddressOf(core, page);
+    if (cur.write_protected() && addr != 0) {
+      // Clean: swapped in and never written, its slot still holds the
+      // bytes. Move it out (no write can race: it is protected) and drop it.
+      EvictClean(core, page, cur, addr);
+      continue;
+    }
     absl::StatusOr<uint64_t> slot = p.store->AllocateSlot();
     if (!slot.ok() || addr == 0) {
       if (!slot.ok()) {
@@ -326,6 +337,38 @@ void Engine::HandleCompletions(
       OnWriteDone(static_cast<int>(c.tag), c.error);
     }
   }
+}
+
+void Engine::EvictClean(RegionCore* core, PageIndex page, PageEntry cur,
+                        uintptr_t addr) {
+  Paging& p = *paging_;
+  const uint64_t slot = cur.slot();
+  const int staging = p.staging->Acquire();
+  if (staging == PageArena::kNone ||
+      !core->table.CompareExchange(
+          page, &cur, PageEntry::Of(PageState::kEvicting).with_slot(slot))) {
+    if (staging != PageArena::kNone) p.staging->Release(staging);
+    p.policy->CancelEviction({core->id, page.value()});
+    core->io_inflight.fetch_sub(1);
+    return;
+  }
+  const os::UffdResult m = p.staging_uffd->Move(
+      reinterpret_cast<uint64_t>(p.staging->page(staging)), addr, page_size_,
+      /*wake=*/false, /*allow_src_holes=*/false);
+  if (!m.ok()) {
+    (void)core->table.Set(page, cur);
+    p.staging->Release(staging);
+    counters_.evict_skipped.Add();
+    p.policy->CancelEviction({core->id, page.value()});
+    core->io_inflight.fetch_sub(1);
+    return;
+  }
+  // Complete as if a write had just succeeded: the usual path turns the
+  // page into kSwapped(slot), or moves it back if a fault wants it.
+  IoOp op{core, page, slot, MonotonicNanos()};
+  op.clean = true;
+  p.writes[staging] = op;
+  FinishWrite(staging, 0);
 }
 
 void Engine::DrainCompletions() {
@@ -395,7 +438,7 @@ void Engine::FinishWrite(int staging, int error) {
         (void)os::AdviseDontNeed(bytes, page_size_);
         core->resident.fetch_sub(1, std::memory_order_relaxed);
         core->swapped.fetch_add(1, std::memory_order_relaxed);
-        counters_.pages_swapped_out.Add();
+        (op.clean ? counters_.clean_drops : counters_.pages_swapped_out).Add();
         p.staging->Release(staging);
         core->io_inflight.fetch_sub(1);
         ReleaseFrames(1);
@@ -651,7 +694,7 @@ void Engine::OnReadDone(int buffer, int error) {
   }
   const os::UffdResult r = uffd_->Copy(addr, p.buffers->page(buffer),
                                        page_size_, /*wake=*/true,
-                                       /*write_protect=*/false);
+                                       /*write_protect=*/track_writes_);
   if (r.outcome == os::UffdOutcome::kRetry) {
     // An address-space event is pending; the service threads retry after
     // reading it. The entry stays kFilling, so faults on it wait.
@@ -660,7 +703,17 @@ void Engine::OnReadDone(int buffer, int error) {
     p.retry_pending.store(true);
     return;
   }
-  if (r.ok() || r.outcome == os::UffdOutcome::kExists) {
+  if (r.ok() && track_writes_) {
+    // Mapped write-protected: until the first write the slot still holds
+    // these bytes, and eviction can drop the page without I/O.
+    (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident)
+                                       .with_flag(PageEntry::kWriteProtectedBit, true)
+                                       .with_slot(op.slot));
+    core->resident.fetch_add(1, std::memory_order_relaxed);
+    core->swapped.fetch_sub(1, std::memory_order_relaxed);
+    counters_.pages_swapped_in.Add();
+    AdmitToPolicy(core, op.page, 1, op.sequential);
+  } else if (r.ok() || r.outcome == os::UffdOutcome::kExists) {
     if (!r.ok()) (void)uffd_->Wake(addr, page_size_);
     (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident));
     core->resident.fetch_add(1, std::memory_order_relaxed);
@@ -734,7 +787,10 @@ void Engine::ReleaseRegionPaging(RegionCore* core) {
   uint64_t resident = 0;
   core->table.ForEachNonAbsent([&](PageIndex, PageEntry e) {
     if (e.state() == PageState::kSwapped) paging_->store->FreeSlot(e.slot());
-    if (e.state() == PageState::kResident) ++resident;
+    if (e.state() == PageState::kResident) {
+      ++resident;
+      if (e.write_protected()) paging_->store->FreeSlot(e.slot());
+    }
   });
   paging_->policy->ForgetRegion(core->id);
   ReleaseFrames(resident);

@@ -56,9 +56,9 @@ std::string Stats::ToString() const {
         eviction_blocked ? " (eviction blocked)" : "");
     absl::StrAppendFormat(
         &s, "  swap errors: %d write, %d read, %d full; evictions %d skipped, "
-        "%d cancelled\n",
+        "%d cancelled; %d clean drops, %d dirtied\n",
         swap_write_errors, swap_read_errors, swap_full, evictions_skipped,
-        evictions_cancelled);
+        evictions_cancelled, clean_drops, pages_dirtied);
     absl::StrAppendFormat(
         &s, "  swap-in p50=%.1fus p99=%.1fus; swap-out p50=%.1fus p99=%.1fus; "
         "store %d/%d slots%s%s\n",

@@ -92,6 +92,10 @@ struct Stats {
   uint64_t pages_swapped_out = 0;
   uint64_t pages_swapped_in = 0;
   uint64_t pages_read_ahead = 0;   // of those, read ahead of a fault
+  // Pages evicted without a write: swapped in, never written since, their
+  // slot still valid. pages_dirtied: swapped-in pages written later.
+  uint64_t clean_drops = 0;
+  uint64_t pages_dirtied = 0;
   uint64_t budget_waits = 0;       // faults that found no frame and waited
   // Frames granted over budget because eviction could not make progress
   // (store full or failing); eviction_blocked says it is happening now.
