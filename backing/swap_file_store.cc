@@ -306,16 +306,15 @@ bool SwapFileStore::HandleCompletion(const os::IoCompletion& c,
 }
 
 size_t SwapFileStore::ReapLocked(absl::Span<Completion> out) {
-  // Cleared before looking, so a completion posted from here on signals it
-  // again; the ones already posted are seen below.
-  (void)completions_.Clear();
   size_t produced = 0;
+  size_t reaped = 0;
   // Each completion yields at most one Completion, so taking no more than
   // the room left in `out` never strands one.
   while (produced < out.size()) {
     const size_t room = std::min(out.size() - produced, cqes_.size());
     const size_t n = ring_->Reap(absl::MakeSpan(cqes_.data(), room));
     if (n == 0) break;
+    reaped += n;
     for (size_t i = 0; i < n; ++i) {
       if (HandleCompletion(cqes_[i], &out[produced])) ++produced;
     }
@@ -324,9 +323,18 @@ size_t SwapFileStore::ReapLocked(absl::Span<Completion> out) {
   // queued again. An error here leaves the entries for the next call, so
   // there is nothing to report to a caller who only asked for completions.
   (void)Pump();
-  // The caller's span was full with completions left: keep the descriptor
-  // readable for whoever polls it next.
-  if (ring_->Ready() > 0) (void)completions_.Signal();
+  // The kernel signals the eventfd once per completion it posts, and only
+  // this function consumes completions (under mu_). So when nothing was
+  // reaped, no signal arrived since the last clear below, and the eventfd
+  // needs no system call. When something was, clear it; a completion
+  // posted after the clear signals again on its own, and one posted before
+  // it but not taken (the caller's span was full, or it raced in) is seen
+  // by Ready(), so the descriptor stays readable exactly while completions
+  // wait.
+  if (reaped > 0) {
+    (void)completions_.Clear();
+    if (ring_->Ready() > 0) (void)completions_.Signal();
+  }
   return produced;
 }
 

@@ -13,10 +13,10 @@
 // errno and counted. An op that does not fit in the ring waits in the queue
 // and goes in as earlier completions are reaped, so no request is dropped.
 //
-// completion_fd() is an eventfd the ring signals for every completion. Reap
-// clears it and signals it again if completions are left behind (the
-// caller's span was full), so it is readable exactly while something may
-// wait; Wait polls it with the lock released.
+// completion_fd() is an eventfd the ring signals for every completion. A
+// Reap that took completions clears it, and signals it again if some are
+// left behind (the caller's span was full), so it is readable while
+// completions wait; Wait polls it with the lock released.
 //
 // SYNCHRONIZATION
 // - mu_ guards the ring (liburing's queues are not thread-safe), the op
