@@ -755,9 +755,10 @@ void Engine::SwapEverythingIn() {
   std::vector<std::pair<RegionCore*, PageIndex>> pages;
   {
     absl::ReaderMutexLock lock(&map_mu_);
-    for (const auto& [region, core] : regions_) {
+    for (const auto& entry : regions_) {
+      RegionCore* core = entry.second.get();
       core->table.ForEachNonAbsent([&](PageIndex p, PageEntry e) {
-        if (e.state() == PageState::kSwapped) pages.emplace_back(core.get(), p);
+        if (e.state() == PageState::kSwapped) pages.emplace_back(core, p);
       });
     }
   }

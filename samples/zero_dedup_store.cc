@@ -24,12 +24,12 @@ namespace {
 class ZeroDedupStore final : public upager::BackingStore {
  public:
   ZeroDedupStore(size_t page_size, uint64_t slots)
-      : page_size_(page_size), pages_(slots) {
+      : page_size_(page_size), capacity_(slots), pages_(slots) {
     for (uint64_t s = slots; s > 0; --s) free_.push_back(s - 1);
   }
 
   size_t page_size() const override { return page_size_; }
-  uint64_t capacity_slots() const override { return pages_.size(); }
+  uint64_t capacity_slots() const override { return capacity_; }
 
   absl::StatusOr<uint64_t> AllocateSlot() override {
     absl::MutexLock lock(&mu_);
@@ -117,6 +117,7 @@ class ZeroDedupStore final : public upager::BackingStore {
   }
 
   const size_t page_size_;
+  const uint64_t capacity_;
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<std::byte[]>> pages_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> free_ ABSL_GUARDED_BY(mu_);
