@@ -16,6 +16,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/runtime/paging_test_util.h"
 #include "tests/runtime/runtime_test_util.h"
 #include "tests/test_support.h"
 #include "upager/upager.h"
@@ -25,7 +26,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr size_t kPage = 4096;
 
 // A store that forwards to a real one and can fail writes or reads.
 class FaultyStore final : public BackingStore {
@@ -86,38 +86,6 @@ class FaultyStore final : public BackingStore {
   std::vector<Completion> failed_ ABSL_GUARDED_BY(mu_);
 };
 
-std::shared_ptr<BackingStore> MemoryStore(uint64_t bytes) {
-  auto s = NewMemoryStore(bytes);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::shared_ptr<BackingStore>(std::move(*s)) : nullptr;
-}
-
-unsigned char Byte(uint64_t page, uint64_t i, uint64_t gen) {
-  return static_cast<unsigned char>((page * 131 + i * 7 + gen * 29) % 251 + 1);
-}
-
-void FillPage(std::byte* p, uint64_t page, uint64_t gen) {
-  for (uint64_t i = 0; i < kPage; i += 64) {
-    p[i] = std::byte{Byte(page, i, gen)};
-  }
-}
-
-// Checks one page against what FillPage(gen) wrote (gen 0: never written,
-// reads zero).
-::testing::AssertionResult PageIs(const std::byte* p, uint64_t page,
-                                  uint64_t gen) {
-  for (uint64_t i = 0; i < kPage; ++i) {
-    const unsigned char want =
-        gen == 0 || i % 64 != 0 ? 0 : Byte(page, i, gen);
-    if (static_cast<unsigned char>(p[i]) != want) {
-      return ::testing::AssertionFailure()
-             << "page " << page << " byte " << i << " reads "
-             << static_cast<int>(p[i]) << ", want " << static_cast<int>(want)
-             << " (generation " << gen << ")";
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
 
 enum class StoreKind { kMemory, kSwapFile };
 
@@ -343,14 +311,6 @@ TEST(PagingOptionsTest, BadPagingOptionsAreClearErrors) {
 namespace upager::testing {
 namespace {
 
-// Pages of [p, p + pages) the kernel has in memory (mincore).
-uint64_t PresentPages(const std::byte* p, uint64_t pages) {
-  std::vector<unsigned char> v(pages);
-  EXPECT_EQ(mincore(const_cast<std::byte*>(p), pages * kPage, v.data()), 0);
-  uint64_t n = 0;
-  for (unsigned char c : v) n += c & 1;
-  return n;
-}
 
 TEST(AdviseTest, RandomAndSequentialSetTheWindow) {
   auto rt = MakeRuntime({.fault_around_pages = 16});

@@ -17,6 +17,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/runtime/paging_test_util.h"
 #include "tests/runtime/runtime_test_util.h"
 #include "tests/test_support.h"
 #include "upager/upager.h"
@@ -26,49 +27,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr size_t kPage = 4096;
 
-std::shared_ptr<BackingStore> MemoryStore(uint64_t bytes) {
-  auto s = NewMemoryStore(bytes);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::shared_ptr<BackingStore>(std::move(*s)) : nullptr;
-}
 
-unsigned char Byte(uint64_t page, uint64_t i, uint64_t gen) {
-  return static_cast<unsigned char>((page * 131 + i * 7 + gen * 29) % 251 + 1);
-}
-
-void FillPage(std::byte* p, uint64_t page, uint64_t gen) {
-  for (uint64_t i = 0; i < kPage; i += 64) {
-    p[i] = std::byte{Byte(page, i, gen)};
-  }
-}
-
-// Checks one page against what FillPage(gen) wrote (gen 0: never written,
-// reads zero).
-::testing::AssertionResult PageIs(const std::byte* p, uint64_t page,
-                                  uint64_t gen) {
-  for (uint64_t i = 0; i < kPage; ++i) {
-    const unsigned char want =
-        gen == 0 || i % 64 != 0 ? 0 : Byte(page, i, gen);
-    if (static_cast<unsigned char>(p[i]) != want) {
-      return ::testing::AssertionFailure()
-             << "page " << page << " byte " << i << " reads "
-             << static_cast<int>(p[i]) << ", want " << static_cast<int>(want)
-             << " (generation " << gen << ")";
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
-
-// Pages of [p, p + pages) the kernel has in memory (mincore).
-uint64_t PresentPages(const std::byte* p, uint64_t pages) {
-  std::vector<unsigned char> v(pages);
-  EXPECT_EQ(mincore(const_cast<std::byte*>(p), pages * kPage, v.data()), 0);
-  uint64_t n = 0;
-  for (unsigned char c : v) n += c & 1;
-  return n;
-}
 
 TEST(ScanResistanceTest, HotSetSurvivesASequentialScanEightTimesItsSize) {
   // The case scaled by 1/16: a hot set of 8 MiB read at random,
