@@ -27,6 +27,12 @@ std::vector<os::UffdOpenPath> OpenPaths(UffdOpenMode mode) {
           os::UffdOpenPath::kSyscallUserModeOnly};
 }
 
+LatencySummary ToSummary(const LatencyHistogram& h) {
+  const LatencySnapshot l = h.Summarize();
+  return {l.count, l.p50_ns, l.p90_ns, l.p99_ns, l.max_ns,
+          l.count ? static_cast<double>(l.sum_ns) / l.count : 0.0};
+}
+
 }  // namespace
 
 // Holds every live Engine's locks across fork(), so that a child never
@@ -586,15 +592,8 @@ Stats Engine::stats() const {
     s.eviction_blocked = paging_->budget.blocked();
     s.store = paging_->store->stats();
     s.policy = paging_->policy->stats().ToString();
-    const LatencySnapshot in = paging_->swap_in_latency.Summarize();
-    s.swap_in_latency = {in.count, in.p50_ns, in.p90_ns, in.p99_ns, in.max_ns,
-                         in.count ? static_cast<double>(in.sum_ns) / in.count
-                                  : 0.0};
-    const LatencySnapshot out = paging_->swap_out_latency.Summarize();
-    s.swap_out_latency = {out.count, out.p50_ns, out.p90_ns, out.p99_ns,
-                          out.max_ns,
-                          out.count ? static_cast<double>(out.sum_ns) / out.count
-                                    : 0.0};
+    s.swap_in_latency = ToSummary(paging_->swap_in_latency);
+    s.swap_out_latency = ToSummary(paging_->swap_out_latency);
   }
   s.errors = c.errors.Get();
   s.threads_poisoned = c.threads_poisoned.Get();
@@ -612,9 +611,7 @@ Stats Engine::stats() const {
           0, core->swapped.load(std::memory_order_relaxed)));
     }
   }
-  const LatencySnapshot l = c.fault_latency.Summarize();
-  s.fault_latency = {l.count, l.p50_ns, l.p90_ns, l.p99_ns, l.max_ns,
-                     l.count ? static_cast<double>(l.sum_ns) / l.count : 0.0};
+  s.fault_latency = ToSummary(c.fault_latency);
   {
     absl::MutexLock lock(&error_mu_);
     if (!first_error_.ok()) s.first_error = first_error_.ToString();

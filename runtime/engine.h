@@ -146,6 +146,8 @@ class Engine final : public FaultService::Handler {
     // The evictor thread and what wakes it.
     std::unique_ptr<os::EventFd> evictor_wake;
     std::atomic<bool> stopping{false};
+    std::atomic<bool> evicting{false};       // the evictor is in a round
+    std::atomic<bool> frames_wanted{false};  // a fault found no frame
     std::thread evictor;
     LatencyHistogram swap_in_latency;
     LatencyHistogram swap_out_latency;
@@ -187,6 +189,15 @@ class Engine final : public FaultService::Handler {
   void CompleteMoveBack(int staging);
   void OnReadDone(int buffer, int error);
   void RetryPendingReads();
+  // Claims swapped page `page` (kSwapped -> kFilling) with a read buffer
+  // and appends its read to *reads; false if no buffer is free or the
+  // entry changed.
+  bool QueueSwapIn(RegionCore* core, PageIndex page, PageEntry swapped,
+                   bool readahead, bool sequential,
+                   std::vector<BackingStore::Request>* reads);
+  // Submits and clears *reads; on a refused batch every read completes
+  // with EIO.
+  void SubmitReads(std::vector<BackingStore::Request>* reads);
   // Starts reads for the swapped pages of [first, first + count) (WillNeed).
   void Prefetch(RegionCore* core, PageIndex first, uint64_t count);
   // Current address of `page` of `core`, or 0 if the application unmapped

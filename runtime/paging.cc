@@ -144,13 +144,23 @@ void Engine::StopPaging() {
 }
 
 void Engine::KickEvictor() {
-  if (paging_ != nullptr) (void)paging_->evictor_wake->Signal();
+  // The fault path calls this on every reservation past the high
+  // watermark; while the evictor is already at work, a kick would only
+  // cost a system call and a cross-CPU wake-up.
+  if (paging_ != nullptr && !paging_->evicting.load()) {
+    (void)paging_->evictor_wake->Signal();
+  }
 }
 
 uint64_t Engine::ReserveFrames(uint64_t want) {
   if (paging_ == nullptr) return want;
   const uint64_t got = paging_->budget.TryReserve(want);
-  if (got == 0) counters_.budget_waits.Add();
+  if (got < want) {
+    // Someone will wait (deferred) or make do with fewer: the next freed
+    // frame should wake the service threads.
+    paging_->frames_wanted.store(true);
+    if (got == 0) counters_.budget_waits.Add();
+  }
   if (got < want || paging_->budget.AboveHigh()) KickEvictor();
   return got;
 }
@@ -158,8 +168,13 @@ uint64_t Engine::ReserveFrames(uint64_t want) {
 void Engine::ReleaseFrames(uint64_t n) {
   if (paging_ == nullptr || n == 0) return;
   paging_->budget.Release(n);
-  // Faults deferred for lack of a frame can go now.
-  if (service_ != nullptr) service_->Kick();
+  // Wake the service threads only if a fault went without a frame since
+  // the last wake; every thread polls the kick fd, so an unconditional kick
+  // per freed frame would wake all of them for each completed eviction.
+  // (Deferred faults also retry on their 1 ms poll timeout.)
+  if (service_ != nullptr && paging_->frames_wanted.exchange(false)) {
+    service_->Kick();
+  }
 }
 
 void Engine::AdmitToPolicy(RegionCore* core, PageIndex first, uint64_t count,
@@ -195,6 +210,11 @@ void Engine::EvictorLoop() {
   const int fds[1] = {p.evictor_wake->fd()};
   while (!p.stopping.load()) {
     uint64_t ready = 0;
+    // Kicks are skipped while `evicting` is set; clear it before deciding
+    // how long to sleep (seq_cst on both sides: a fault that reserves past
+    // the high watermark after this either sees it clear and kicks, or is
+    // seen by the AboveLow() check below).
+    p.evicting.store(false);
     // While blocked (the store cannot take pages), retry at most every
     // 100 ms however often faults kick; otherwise sleep until kicked, or
     // 1 ms while over the low watermark (completions free frames without
@@ -206,6 +226,7 @@ void Engine::EvictorLoop() {
       absl::SleepFor(absl::Milliseconds(100));
     }
     (void)p.evictor_wake->Clear();
+    p.evicting.store(true);
     int idle_rounds = 0;
     while (p.budget.AboveLow() && !p.stopping.load()) {
       // Progress is pages that left memory, not frames in use: faults may
@@ -540,7 +561,6 @@ Engine::Served Engine::MarkWanted(const Target& t, PageEntry evicting) {
 }
 
 Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped) {
-  Paging& p = *paging_;
   // Read-ahead: the fault-around sizer sees the swap-in stream too; a fault
   // that continues one reads the following swapped pages in the same batch
   // (window doubling up to fault_around_max_pages), a random one reads
@@ -556,96 +576,94 @@ Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped) {
   std::vector<BackingStore::Request> reads;
   for (uint64_t i = 0; i < frames; ++i) {
     const PageIndex page = t.page + i;
-    PageEntry cur = i == 0 ? swapped : t.core->table.Get(page);
-    if (cur.state() != PageState::kSwapped) break;
-    const int buffer = p.buffers->Acquire();
-    if (buffer == PageArena::kNone) break;
-    if (!t.core->table.CompareExchange(page, &cur,
-                                       cur.with_state(PageState::kFilling))) {
-      p.buffers->Release(buffer);
+    const PageEntry cur = i == 0 ? swapped : t.core->table.Get(page);
+    if (cur.state() != PageState::kSwapped ||
+        !QueueSwapIn(t.core, page, cur, /*readahead=*/i > 0, sequential,
+                     &reads)) {
       break;
     }
-    t.core->io_inflight.fetch_add(1);
-    IoOp op{t.core, page, cur.slot(), MonotonicNanos()};
-    op.readahead = i > 0;
-    op.sequential = sequential;
-    p.reads[buffer] = op;
-    reads.push_back({BackingStore::Request::Op::kRead, cur.slot(),
-                     p.buffers->page(buffer),
-                     kReadTagBit | static_cast<uint64_t>(buffer)});
   }
   if (frames > reads.size()) ReleaseFrames(frames - reads.size());
   if (reads.empty()) return Served::kRetryLater;  // changed under us
   t.core->fault_around.Filled(t.page, reads.size());
   counters_.pages_read_ahead.Add(reads.size() - 1);
-  if (absl::Status s = p.store->Submit(reads); !s.ok()) {
+  SubmitReads(&reads);
+  return Served::kDone;
+}
+
+bool Engine::QueueSwapIn(RegionCore* core, PageIndex page, PageEntry swapped,
+                         bool readahead, bool sequential,
+                         std::vector<BackingStore::Request>* reads) {
+  Paging& p = *paging_;
+  const int buffer = p.buffers->Acquire();
+  if (buffer == PageArena::kNone) return false;
+  PageEntry cur = swapped;
+  if (!core->table.CompareExchange(page, &cur,
+                                   cur.with_state(PageState::kFilling))) {
+    p.buffers->Release(buffer);
+    return false;
+  }
+  core->io_inflight.fetch_add(1);
+  IoOp op{core, page, swapped.slot(), MonotonicNanos()};
+  op.readahead = readahead;
+  op.sequential = sequential;
+  p.reads[buffer] = op;
+  reads->push_back({BackingStore::Request::Op::kRead, swapped.slot(),
+                    p.buffers->page(buffer),
+                    kReadTagBit | static_cast<uint64_t>(buffer)});
+  return true;
+}
+
+void Engine::SubmitReads(std::vector<BackingStore::Request>* reads) {
+  if (reads->empty()) return;
+  if (absl::Status s = paging_->store->Submit(*reads); !s.ok()) {
     RecordError(s);
-    for (const auto& r : reads) {
+    for (const auto& r : *reads) {
       OnReadDone(static_cast<int>(r.tag & ~kReadTagBit), EIO);
     }
-    return Served::kDone;
+  } else if (paging_->store->completion_fd() < 0) {
+    DrainCompletions();
   }
-  if (p.store->completion_fd() < 0) DrainCompletions();
-  return Served::kDone;
+  reads->clear();
 }
 
 void Engine::Prefetch(RegionCore* core, PageIndex first, uint64_t count) {
   if (paging_ == nullptr) return;
   Paging& p = *paging_;
   std::vector<BackingStore::Request> reads;
-  auto submit = [&] {
-    if (reads.empty()) return;
-    if (absl::Status s = p.store->Submit(reads); !s.ok()) {
-      RecordError(s);
-      for (const auto& r : reads) {
-        OnReadDone(static_cast<int>(r.tag & ~kReadTagBit), EIO);
-      }
-    }
-    reads.clear();
-    DrainCompletions();
-  };
   const uint64_t end = std::min<uint64_t>(first.value() + count, core->pages);
   for (PageIndex page = first; page.value() < end; ++page) {
-    PageEntry cur = core->table.Get(page);
+    const PageEntry cur = core->table.Get(page);
     if (cur.state() != PageState::kSwapped) continue;
     // The application asked for these pages: give the evictor a moment to
     // free frames (bounded: ~20 ms per page at worst), then give up.
     uint64_t got = ReserveFrames(1);
     for (int wait = 0; got == 0 && wait < 200; ++wait) {
-      submit();
+      SubmitReads(&reads);
       absl::SleepFor(absl::Microseconds(100));
       got = ReserveFrames(1);
     }
     if (got == 0) break;
-    int buffer = p.buffers->Acquire();
-    if (buffer == PageArena::kNone) {
-      submit();
-      buffer = p.buffers->Acquire();
-      if (buffer == PageArena::kNone) {
-        ReleaseFrames(1);
-        break;
-      }
+    // Asked for explicitly: admitted as demand, not as a stream's pages
+    // (which the policy would evict first). Out of read buffers: submit
+    // what is queued, reap what completed, and try the page once more.
+    bool queued = QueueSwapIn(core, page, cur, /*readahead=*/true,
+                              /*sequential=*/false, &reads);
+    if (!queued && p.buffers->in_use() == p.buffers->pages()) {
+      SubmitReads(&reads);
+      DrainCompletions();
+      const PageEntry again = core->table.Get(page);
+      queued = again.state() == PageState::kSwapped &&
+               QueueSwapIn(core, page, again, true, false, &reads);
     }
-    if (!core->table.CompareExchange(page, &cur,
-                                     cur.with_state(PageState::kFilling))) {
-      p.buffers->Release(buffer);
+    if (!queued) {
       ReleaseFrames(1);
       continue;
     }
-    core->io_inflight.fetch_add(1);
-    IoOp op{core, page, cur.slot(), MonotonicNanos()};
-    op.readahead = true;
-    // Asked for explicitly: admitted as demand, not as a stream's pages
-    // (which the policy would evict first).
-    op.sequential = false;
-    p.reads[buffer] = op;
-    reads.push_back({BackingStore::Request::Op::kRead, cur.slot(),
-                     p.buffers->page(buffer),
-                     kReadTagBit | static_cast<uint64_t>(buffer)});
     counters_.pages_read_ahead.Add();
-    if (reads.size() == 64) submit();
+    if (reads.size() == 64) SubmitReads(&reads);
   }
-  submit();
+  SubmitReads(&reads);
 }
 
 void Engine::OnReadDone(int buffer, int error) {
