@@ -235,7 +235,14 @@ void Engine::EvictorLoop() {
         return counters_.pages_swapped_out.Get() + counters_.clean_drops.Get();
       };
       const uint64_t before = evicted();
-      const size_t started = EvictBatch(kEvictBatch);
+      // Only as many victims as take the budget back to the low watermark:
+      // a fixed batch would overshoot, evicting pages (and spending I/O)
+      // that nothing needed the frames of.
+      const uint64_t used = p.budget.used();
+      const uint64_t excess = used > p.budget.low() ? used - p.budget.low() : 0;
+      if (excess == 0) break;
+      const size_t started =
+          EvictBatch(std::min<uint64_t>(kEvictBatch, excess));
       // Let the round's writes complete before judging it.
       for (int i = 0; i < 100 && p.staging->in_use() > 0; ++i) {
         BackingStore::Completion c[64];
@@ -633,7 +640,13 @@ void Engine::Prefetch(RegionCore* core, PageIndex first, uint64_t count) {
   std::vector<BackingStore::Request> reads;
   const uint64_t end = std::min<uint64_t>(first.value() + count, core->pages);
   for (PageIndex page = first; page.value() < end; ++page) {
-    const PageEntry cur = core->table.Get(page);
+    PageEntry cur = core->table.Get(page);
+    // A page still on its way out is wanted back: cancel its eviction, as a
+    // fault would (its write's completion moves the bytes back).
+    while (cur.state() == PageState::kEvicting && !cur.wanted() &&
+           !core->table.CompareExchange(
+               page, &cur, cur.with_flag(PageEntry::kWantedBit, true))) {
+    }
     if (cur.state() != PageState::kSwapped) continue;
     // The application asked for these pages: give the evictor a moment to
     // free frames (bounded: ~20 ms per page at worst), then give up.

@@ -64,6 +64,8 @@ class Runtime {
     kSequential,  // always fill / read ahead the maximum window
     kRandom,      // one page per fault: no fault-around, no read-ahead
     kWillNeed,    // start reading the range's paged-out pages back now
+                  // (best effort, like madvise: a page in transit, or one
+                  // no frame or buffer is free for, is skipped)
     kDontNeed,    // drop the range: it reads as zero again (its memory and
                   // swap slots are freed), as madvise(MADV_DONTNEED)
   };
