@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -14,7 +15,7 @@ namespace upager::internal::os {
 namespace {
 
 std::string FlagNames(int flags) {
-  std::string s = "O_RDWR";
+  std::string s = (flags & O_ACCMODE) == O_RDONLY ? "O_RDONLY" : "O_RDWR";
   if (flags & O_CREAT) s += "|O_CREAT";
   if (flags & O_EXCL) s += "|O_EXCL";
   if (flags & O_DIRECT) s += "|O_DIRECT";
@@ -43,9 +44,13 @@ absl::StatusOr<File> File::Open(const std::string& path,
   if (path.empty()) {
     return absl::InvalidArgumentError("file path is empty");
   }
+  if (options.read_only && (options.create || options.direct_io)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "open(\"%s\"): read_only excludes create and direct_io", path));
+  }
   bool direct = options.direct_io;
   bool created = false;
-  const int base = O_RDWR | O_CLOEXEC;
+  const int base = (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   for (;;) {
     const int dflag = direct ? O_DIRECT : 0;
     int flags = base | dflag;
@@ -129,6 +134,48 @@ absl::StatusOr<uint64_t> File::Size() const {
   return static_cast<uint64_t>(st.st_size);
 }
 
+absl::Status File::Truncate(uint64_t bytes) {
+  if (bytes > static_cast<uint64_t>(LLONG_MAX)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ftruncate(\"%s\", %d): larger than off_t", path_, bytes));
+  }
+  int rc;
+  do {
+    rc = ftruncate(fd_, static_cast<off_t>(bytes));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    return ErrnoToStatus(
+        errno, absl::StrFormat("ftruncate(\"%s\", %d)", path_, bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status File::Sync() {
+  if (fsync(fd_) != 0) {
+    return ErrnoToStatus(errno, absl::StrFormat("fsync(\"%s\")", path_));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> File::ReadAt(uint64_t offset,
+                                    absl::Span<std::byte> out) const {
+  size_t done = 0;
+  while (done < out.size()) {
+    if (offset + done > static_cast<uint64_t>(LLONG_MAX)) break;
+    const ssize_t n = pread(fd_, out.data() + done, out.size() - done,
+                            static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoToStatus(
+          errno, absl::StrFormat("pread(\"%s\", offset=%d, len=%d)", path_,
+                                 offset + done, out.size() - done));
+    }
+    if (n == 0) break;  // end of file
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
 absl::Status File::Close() {
   if (fd_ < 0) return absl::OkStatus();
   const int fd = std::exchange(fd_, -1);
@@ -145,6 +192,40 @@ absl::Status UnlinkFile(const std::string& path) {
     return ErrnoToStatus(errno, absl::StrFormat("unlink(\"%s\")", path));
   }
   return absl::OkStatus();
+}
+
+absl::Status RenameFile(const std::string& from, const std::string& to) {
+  if (rename(from.c_str(), to.c_str()) != 0) {
+    return ErrnoToStatus(
+        errno, absl::StrFormat("rename(\"%s\", \"%s\")", from, to));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyncDirectory(const std::string& dir) {
+  int fd;
+  do {
+    fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    return ErrnoToStatus(
+        errno, absl::StrFormat("open(\"%s\", O_RDONLY|O_DIRECTORY)", dir));
+  }
+  absl::Status s;
+  if (fsync(fd) != 0) {
+    s = ErrnoToStatus(errno, absl::StrFormat("fsync(\"%s\")", dir));
+  }
+  close(fd);
+  return s;
+}
+
+absl::StatusOr<std::string> CurrentDirectory() {
+  std::string buf(PATH_MAX, '\0');
+  if (getcwd(buf.data(), buf.size()) == nullptr) {
+    return ErrnoToStatus(errno, "getcwd");
+  }
+  buf.resize(std::char_traits<char>::length(buf.c_str()));
+  return buf;
 }
 
 }  // namespace upager::internal::os

@@ -1,5 +1,5 @@
 // Regular files for the backing stores: open or create (with O_DIRECT where
-// the file system allows it), size, close, unlink.
+// the file system allows it), size, read, sync, close, unlink, rename.
 //
 // Contract: every status names the call and the path, e.g.
 // `open("/var/tmp/a.swap", O_RDWR|O_CREAT|O_DIRECT): Permission denied
@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace upager::internal::os {
 
@@ -26,6 +27,9 @@ struct FileOpenOptions {
   // Ask for O_DIRECT. A file system that refuses it (EINVAL at open, e.g.
   // ramfs) gets the file opened buffered instead: see File::direct_io().
   bool direct_io = false;
+  // Open O_RDONLY (snapshot files being read). Requires create == false
+  // and direct_io == false.
+  bool read_only = false;
 };
 
 class File {
@@ -57,6 +61,17 @@ class File {
   absl::Status SetSize(uint64_t bytes, bool* allocated = nullptr);
   // The current size in bytes (fstat).
   absl::StatusOr<uint64_t> Size() const;
+  // ftruncate(2) alone: the file becomes exactly `bytes` long, a longer
+  // one sparse (no blocks reserved, unlike SetSize).
+  absl::Status Truncate(uint64_t bytes);
+  // fsync(2): the file's data and metadata reach stable storage.
+  absl::Status Sync();
+  // pread(2) from `offset` until `out` is full or the file ends, retried on
+  // EINTR and continued after short reads. Returns the bytes read: fewer
+  // than out.size() only at the end of the file. Thread-safe (pread has no
+  // file position).
+  absl::StatusOr<size_t> ReadAt(uint64_t offset,
+                                absl::Span<std::byte> out) const;
 
   // Closes now and reports failure. After Close, fd() is -1.
   absl::Status Close();
@@ -74,6 +89,16 @@ class File {
 
 // Removes `path` (unlink(2)).
 absl::Status UnlinkFile(const std::string& path);
+
+// rename(2): atomically replaces `to` (if it exists) with `from`.
+absl::Status RenameFile(const std::string& from, const std::string& to);
+
+// fsync(2) on the directory `dir`, so that entries created or renamed in it
+// survive a crash.
+absl::Status SyncDirectory(const std::string& dir);
+
+// getcwd(3): the absolute path of the working directory.
+absl::StatusOr<std::string> CurrentDirectory();
 
 }  // namespace upager::internal::os
 
