@@ -196,8 +196,8 @@ absl::Status UnlinkFile(const std::string& path) {
 
 absl::Status RenameFile(const std::string& from, const std::string& to) {
   if (rename(from.c_str(), to.c_str()) != 0) {
-    return ErrnoToStatus(
-        errno, absl::StrFormat("rename(\"%s\", \"%s\")", from, to));
+    return ErrnoToStatus(errno,
+                         absl::StrFormat("rename(\"%s\", \"%s\")", from, to));
   }
   return absl::OkStatus();
 }

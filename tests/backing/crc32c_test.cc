@@ -87,8 +87,8 @@ TEST(Crc32cTest, ImplementationsAgreeAtEveryLengthAndAlignment) {
   const uint8_t* p = buf.data();
   const uint32_t whole = Crc32cExtendSoftware(0, p, 600);
   for (size_t split = 0; split <= 600; ++split) {
-    EXPECT_EQ(Crc32cExtendSoftware(Crc32cExtendSoftware(0, p, split),
-                                   p + split, 600 - split),
+    EXPECT_EQ(Crc32cExtendSoftware(Crc32cExtendSoftware(0, p, split), p + split,
+                                   600 - split),
               whole)
         << "software split at " << split;
     if (hw) {
