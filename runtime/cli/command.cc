@@ -26,7 +26,7 @@ std::vector<Command>& Registry() {
 
 bool IsHelp(absl::string_view arg) {
   return arg == "--help" || arg == "-h" || arg == "-help" ||
-         arg == "--helpfull" || arg == "help";
+         arg == "--helpfull";
 }
 
 // Whether `flag` is defined in the command's file. absl reports a flag's
@@ -205,7 +205,10 @@ int Main(absl::Span<const char* const> args) {
     PrintTopHelp(stderr);
     return kExitUsage;
   }
-  if (IsHelp(args[0])) {
+  // "upager help probe" is "upager probe --help".
+  const bool help_word = args[0] == absl::string_view("help");
+  if (help_word) args.remove_prefix(1);
+  if (args.empty() || (!help_word && IsHelp(args[0]))) {
     PrintTopHelp(stdout);
     return kExitOk;
   }
@@ -214,6 +217,17 @@ int Main(absl::Span<const char* const> args) {
   if (c == nullptr) {
     std::vector<std::string> names;
     for (const Command& k : Commands()) names.emplace_back(k.name);
+    // A command group without its second word: "upager snapshot".
+    std::vector<std::string> group;
+    for (const std::string& name : names) {
+      if (absl::StartsWith(name, absl::StrCat(args[0], " "))) {
+        group.push_back(name);
+      }
+    }
+    if (!group.empty()) {
+      return UsageError("", absl::StrCat("'", args[0], "' needs a subcommand: ",
+                                         absl::StrJoin(group, ", ")));
+    }
     if (args[0][0] == '-') {
       return UsageError("", absl::StrCat("unknown flag '", args[0],
                                          "' before the subcommand (see "
@@ -223,12 +237,16 @@ int Main(absl::Span<const char* const> args) {
                                        "' (known: ", absl::StrJoin(names, ", "),
                                        "; see 'upager --help')"));
   }
+  if (help_word) {
+    PrintCommandHelp(*c);
+    return kExitOk;
+  }
   const absl::Span<const char* const> rest = args.subspan(words);
   // Help anywhere before "--" wins, so "upager probe --format=json --help"
   // prints help instead of probing.
   for (absl::string_view a : rest) {
     if (a == "--") break;
-    if (IsHelp(a) && a != "help") {
+    if (IsHelp(a)) {
       PrintCommandHelp(*c);
       return kExitOk;
     }

@@ -140,7 +140,8 @@ std::string Selected(absl::string_view knob) {
   return std::string(knob.substr(open + 1, close - open - 1));
 }
 
-// A knob's value, or "absent (<why>)" when the file cannot be read.
+// A knob's value, or "absent" when the file cannot be read (a kernel too
+// old for the knob, or /proc not mounted).
 std::string Knob(const std::string& path) {
   absl::StatusOr<std::string> v = os::ReadSmallFile(path);
   if (!v.ok()) return "absent";
