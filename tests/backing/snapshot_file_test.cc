@@ -653,6 +653,38 @@ TEST(SnapshotFileTest, BaseInAnotherDirectoryIsRecordedAbsolute) {
   ExpectChainHolds(*chain, state);
 }
 
+// Relative paths resolve against the working directory when the delta is
+// written, and the base is recorded relative to the delta where it can be.
+TEST(SnapshotFileTest, RelativePathsAreRecordedForTheDeltasDirectory) {
+  TempDir dir;
+  char old_cwd[4096];
+  ASSERT_NE(getcwd(old_cwd, sizeof(old_cwd)), nullptr);
+  ASSERT_EQ(chdir(dir.path().c_str()), 0);
+  ASSERT_EQ(mkdir("sub", 0700), 0);
+  std::mt19937_64 rng(24);
+  PageMap b, d;
+  b[1] = RandomPages(rng, 1);
+  d[2] = RandomPages(rng, 1);
+  const absl::Status written =
+      WriteFile("b.snap", FullOptions(4), b).ok() &&
+              WriteFile("d.snap", DeltaOptions(4, "b.snap"), d).ok()
+          ? WriteFile("sub/d.snap", DeltaOptions(4, "b.snap"), d)
+          : absl::InternalError("writing b.snap or d.snap failed");
+  auto here = SnapshotFileReader::Open("d.snap");
+  auto below = SnapshotFileReader::Open("sub/d.snap");
+  auto chain = SnapshotChain::Open("sub/d.snap");
+  ASSERT_EQ(chdir(old_cwd), 0);
+  ASSERT_TRUE(written.ok()) << written;
+  ASSERT_TRUE(here.ok() && below.ok()) << here.status() << below.status();
+  EXPECT_EQ((*here)->info().base_name, "b.snap");
+  EXPECT_EQ((*below)->info().base_name, dir.File("b.snap"));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  std::vector<std::optional<Bytes>> state(4);
+  Apply(state, b);
+  Apply(state, d);
+  ExpectChainHolds(*chain, state);
+}
+
 // --- Bad files.
 
 // A FULL file with data pages, zero runs and several extents.
@@ -1025,6 +1057,150 @@ TEST(SnapshotFileTest, FuzzEntryRejectsEveryMetadataFlip) {
                          reinterpret_cast<const uint8_t*>(junk.data()), n))
                      .ok());
   }
+}
+
+// Recomputes every checksum of an in-memory image after a test changed
+// fields, as a buggy writer would have sealed them: the header CRC, the
+// metadata CRC and the footer's copy of it, the footer CRC. Follows the
+// (possibly changed) header's offsets, skipping what lies past the end.
+void Reseal(Bytes& b) {
+  auto get64 = [&b](size_t off) {
+    uint64_t v;
+    std::memcpy(&v, b.data() + off, 8);
+    return v;
+  };
+  auto put32 = [&b](size_t off, uint32_t v) {
+    std::memcpy(b.data() + off, &v, 4);
+  };
+  if (b.size() < kBaseNameOff) return;
+  const uint32_t header_length = Le32(b, kHeaderLengthOff);
+  if (header_length >= kBaseNameOff && header_length <= b.size()) {
+    put32(kHeaderCrcOff, 0);
+    put32(kHeaderCrcOff, internal::Crc32c(b.data(), header_length));
+  }
+  const uint64_t meta = get64(96), len = get64(104);
+  if (len < 4 || meta > b.size() || len > b.size() - meta ||
+      kFooterBytes > b.size() - meta - len) {
+    return;
+  }
+  const uint32_t crc = internal::Crc32c(b.data() + meta, len - 4);
+  put32(meta + len - 4, crc);
+  put32(meta + len + 12, crc);
+  put32(meta + len + 60, internal::Crc32c(b.data() + meta + len, 60));
+}
+
+absl::Status Parse(const Bytes& b) {
+  return internal::ParseSnapshotFileForFuzzing(absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(b.data()), b.size()));
+}
+
+// Damage the checksums cannot see (a writer that sealed bad fields) is
+// still refused, each with its reason.
+TEST(SnapshotFileTest, StructuralChecksBehindValidChecksums) {
+  TempDir dir;
+  std::mt19937_64 rng(22);
+  PageMap pages;
+  pages[0] = RandomPages(rng, 1);
+  pages[1] = RandomPages(rng, 1);
+  pages[3] = std::nullopt;
+  pages[5] = RandomPages(rng, 1);
+  const std::string path = dir.File("s.snap");
+  ASSERT_TRUE(WriteFile(path, FullOptions(8), pages).ok());
+  const Bytes image = ReadAll(path);
+  ASSERT_TRUE(Parse(image).ok());
+  const uint64_t meta = 9 * kPage;
+  const uint64_t ext = meta + 24;  // extents: [0,2) data, [3,4) zero, [5,6)
+  const uint64_t footer = meta + 24 + 3 * 16 + 3 * 4 + 4;
+  ASSERT_EQ(footer + kFooterBytes, image.size());
+  struct Case {
+    uint64_t offset;
+    uint64_t value;
+    int width;  // bytes
+    const char* reason;
+  };
+  const std::vector<Case> cases = {
+      {16, 5000, 4, "page_size 5000 is not a power of two"},
+      {16, 1u << 31, 4, "page_size 2147483648"},
+      {20, 3, 4, "kind 3 is neither"},
+      {24, 0, 8, "page_count 0"},
+      {24, ~uint64_t{0} / 2, 8, "makes the data area larger"},
+      {32, 0, 8, "footer"},  // half the id: the footer's copy disagrees
+      {48, 1, 8, "a FULL file names a base"},
+      {64, 4, 8, "metadata_length"},  // data_pages
+      {72, 2, 8,
+       "the extents hold 3 data and 1 zero pages, the header says "
+       "3 and 2"},
+      {72, 9, 8, "counts do not fit the region"},
+      {80, 2, 8, "metadata_length"},  // extent_count
+      {88, 100, 8, "data_offset 100"},
+      {96, meta + kPage, 8, "file_size"},
+      {96, meta - kPage, 8, "metadata_offset"},
+      {104, 1u << 20, 8, "metadata_length"},
+      {112, 1u << 30, 8, "file_size"},
+      {ext + 16, 1, 8, "overlap"},  // [1,..) inside [0,2)
+      {ext + 8, 0, 4, "empty"},     // count 0
+      {ext + 32, 8, 8, "pass page_count"},
+      {ext + 40, 4, 4, "pass page_count"},  // [5, 9)
+      {ext + 44, 3, 4, "kind 3 is neither ZERO"},
+      {ext + 12, 0, 4, "kind 0 is neither ZERO"},
+      {meta, 0x41, 1, "magic"},
+      {meta + 8, 4, 8, "does not match the header"},
+      {footer + 8, 2, 4, "does not match the header"},   // version
+      {footer + 56, 1, 4, "does not match the header"},  // reserved
+      {footer + 48, 1, 8, "does not match the header"},  // file_size
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat("offset ", c.offset, " = ", c.value));
+    Bytes b = image;
+    std::memcpy(b.data() + c.offset, &c.value, c.width);
+    Reseal(b);
+    const absl::Status st = Parse(b);
+    EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+    EXPECT_THAT(st.message(), HasSubstr(c.reason));
+  }
+}
+
+// Random fields, sizes and bytes, resealed so the parser's deeper checks
+// run: it never crashes (the sanitizer builds make this meaningful) and
+// accepts only images whose lookups stay in range.
+TEST(SnapshotFileTest, ResealedRandomDamageNeverCrashesTheParser) {
+  TempDir dir;
+  std::mt19937_64 rng(23);
+  const std::string base = dir.File("rb.snap");
+  ASSERT_TRUE(WriteFile(base, FullOptions(6), PageMap{}).ok());
+  PageMap pages;
+  pages[0] = RandomPages(rng, 1);
+  pages[2] = std::nullopt;
+  pages[4] = RandomPages(rng, 1);
+  const std::string path = dir.File("r.snap");
+  ASSERT_TRUE(WriteFile(path, DeltaOptions(6, base), pages).ok());
+  const Bytes image = ReadAll(path);
+  const uint64_t meta = 7 * kPage;
+  const uint32_t header_length = Le32(image, kHeaderLengthOff);
+  int accepted = 0;
+  for (int round = 0; round < 20000; ++round) {
+    Bytes b = image;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits; ++e) {
+      // Somewhere in the header or the metadata and footer, aligned to a
+      // field half the time, with small, huge or random values.
+      const bool in_header = rng() % 2 == 0;
+      uint64_t off = in_header ? rng() % header_length
+                               : meta + rng() % (image.size() - meta);
+      if (rng() % 2 == 0) off &= ~uint64_t{3};
+      const uint64_t choices[] = {
+          0, 1, 2, 3, 4096, ~uint64_t{0}, uint64_t{1} << 40, rng()};
+      const uint64_t v = choices[rng() % 8];
+      const size_t width = std::min<size_t>(1 + rng() % 8, b.size() - off);
+      std::memcpy(b.data() + off, &v, width);
+    }
+    if (rng() % 8 == 0) b.resize(rng() % (b.size() + 100));
+    Reseal(b);
+    if (Parse(b).ok()) ++accepted;
+  }
+  // Some damage lands where any value is valid (the creation time, a page
+  // CRC), so a few images still parse; most do not.
+  EXPECT_LT(accepted, 20000 / 2);
 }
 
 // --- Bad writer calls.

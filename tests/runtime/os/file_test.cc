@@ -103,5 +103,55 @@ TEST(FileTest, MoveKeepsOneOwner) {
   EXPECT_TRUE(UnlinkFile(path).ok());
 }
 
+TEST(FileTest, ReadOnlyReadAtTruncateSyncRename) {
+  const std::string path = TempPath("rw");
+  const std::string renamed = TempPath("renamed");
+  {
+    absl::StatusOr<File> f = File::Open(path, {});
+    ASSERT_TRUE(f.ok()) << f.status();
+    ASSERT_EQ(pwrite(f->fd(), "hello", 5, 0), 5);
+    // Truncate grows sparse (no blocks reserved) and shrinks.
+    ASSERT_TRUE(f->Truncate(1 << 20).ok());
+    EXPECT_EQ(*f->Size(), 1u << 20);
+    struct stat st;
+    ASSERT_EQ(fstat(f->fd(), &st), 0);
+    EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, 1u << 20);
+    ASSERT_TRUE(f->Truncate(4096).ok());
+    EXPECT_EQ(*f->Size(), 4096u);
+    EXPECT_TRUE(f->Sync().ok());
+  }
+  ASSERT_TRUE(RenameFile(path, renamed).ok());
+  absl::StatusOr<File> r =
+      File::Open(renamed, {.create = false, .read_only = true});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(fcntl(r->fd(), F_GETFL) & O_ACCMODE, O_RDONLY);
+  std::string buf(8, 'x');
+  absl::StatusOr<size_t> n =
+      r->ReadAt(0, absl::MakeSpan(reinterpret_cast<std::byte*>(buf.data()), 8));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 8u);
+  EXPECT_EQ(buf, std::string("hello\0\0\0", 8));
+  // Past the end: fewer bytes, not an error.
+  n = r->ReadAt(4092,
+                absl::MakeSpan(reinterpret_cast<std::byte*>(buf.data()), 8));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 4u);
+  EXPECT_EQ(
+      File::Open(renamed, {.create = true, .read_only = true}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  absl::Status s = RenameFile(path, renamed);  // `path` is gone
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Contains(s, path)) << s;
+  absl::StatusOr<File> missing =
+      File::Open(path, {.create = false, .read_only = true});
+  EXPECT_TRUE(Contains(missing.status(), "O_RDONLY")) << missing.status();
+  EXPECT_TRUE(SyncDirectory("/var/tmp").ok());
+  EXPECT_EQ(SyncDirectory(path).code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<std::string> cwd = CurrentDirectory();
+  ASSERT_TRUE(cwd.ok()) << cwd.status();
+  EXPECT_EQ(cwd->front(), '/');
+  EXPECT_TRUE(UnlinkFile(renamed).ok());
+}
+
 }  // namespace
 }  // namespace upager::internal::os
