@@ -53,6 +53,12 @@ class FaultAroundSizer {
   FaultAroundSizer(uint32_t base_pages, uint32_t max_pages)
       : base_(base_pages), max_(base_pages > 1 ? max_pages : base_pages),
         window_(base_pages) {}
+  // A window that starts at one page and still grows on a stream (the
+  // constructor above treats base 1 as "off"): copy-on-write copy-around,
+  // where a random writer must not pay for neighbours it never writes.
+  struct StartAtOne {};
+  FaultAroundSizer(StartAtOne, uint32_t max_pages)
+      : base_(1), max_(max_pages), window_(1) {}
   FaultAroundSizer(const FaultAroundSizer&) = delete;
   FaultAroundSizer& operator=(const FaultAroundSizer&) = delete;
 

@@ -61,6 +61,16 @@ class FrameBudget {
       }
     }
   }
+  // Takes `n` frames even past the budget (counted as over budget): memory
+  // that exists already and cannot wait, e.g. a copy-on-write copy made on
+  // a path that must not block.
+  void Charge(uint64_t n) {
+    const uint64_t cur = used_.fetch_add(n, std::memory_order_relaxed);
+    if (limited() && cur + n > budget_) {
+      over_budget_.fetch_add(cur + n - std::max(cur, budget_),
+                             std::memory_order_relaxed);
+    }
+  }
   // Frames that were never used after TryReserve, or that left memory.
   void Release(uint64_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
 

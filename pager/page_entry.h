@@ -5,14 +5,19 @@
 //   bits  0..3   PageState
 //   bit   4      dirty          written since it was last made clean (swap)
 //   bit   5      write-protected (uffd WP is armed on this page)
-//   bit   6      captured       a snapshot holds this page's old bytes
+//   bit   6      captured       a live snapshot needs this page's current
+//                               bytes and has no copy of them yet: they
+//                               must be copied aside before they change
+//                               (see runtime/snapshot_engine.cc)
 //   bit   7      accessed       referenced since the policy last looked
 //   bit   8      wanted         kEvicting: a fault is waiting for the page
 //   bit   9      discard        kEvicting: the application dropped the page
 //                               (madvise/munmap); forget its bytes
-//   bits 10..15  reserved (zero)
-//   bits 16..63  swap slot (valid when state is kSwapped, or when a clean
-//                resident page still has a valid copy in the store)
+//   bit  10      clean          kResident: swapped in and never written
+//                               since; `slot` still holds its bytes
+//   bits 11..15  reserved (zero)
+//   bits 16..63  swap slot (valid when state is kSwapped or kEvicting, or
+//                for a clean resident page)
 // Thread-safety: PageEntry is a plain value; see PageTable for atomicity.
 #ifndef UPAGER_PAGER_PAGE_ENTRY_H_
 #define UPAGER_PAGER_PAGE_ENTRY_H_
@@ -44,6 +49,7 @@ class PageEntry {
   static constexpr uint64_t kAccessedBit = 1ull << 7;
   static constexpr uint64_t kWantedBit = 1ull << 8;
   static constexpr uint64_t kDiscardBit = 1ull << 9;
+  static constexpr uint64_t kCleanBit = 1ull << 10;
   static constexpr int kSlotShift = 16;
   static constexpr uint64_t kMaxSlot = (1ull << 48) - 1;
 
@@ -67,6 +73,7 @@ class PageEntry {
   constexpr bool accessed() const { return raw_ & kAccessedBit; }
   constexpr bool wanted() const { return raw_ & kWantedBit; }
   constexpr bool discard() const { return raw_ & kDiscardBit; }
+  constexpr bool clean() const { return raw_ & kCleanBit; }
   constexpr uint64_t slot() const { return raw_ >> kSlotShift; }
 
   constexpr PageEntry with_state(PageState s) const {

@@ -36,8 +36,8 @@ static_assert(std::atomic<void*>::is_always_lock_free);
 namespace {
 
 constexpr uint64_t kIndexMask = PageTable::kFanout - 1;
-// Bits 10..15 of an entry: reserved, always zero (see page_entry.h).
-constexpr uint64_t kReservedBits = 0xFC00;
+// Bits 11..15 of an entry: reserved, always zero (see page_entry.h).
+constexpr uint64_t kReservedBits = 0xF800;
 
 // Smallest L in 1..4 with 512^L >= page_count.
 int LevelsFor(uint64_t page_count) {

@@ -13,6 +13,21 @@ SnapshotBook::Epoch SnapshotBook::Begin(std::vector<PageRun> present) {
   return e;
 }
 
+SnapshotBook::Epoch SnapshotBook::BeginPending() {
+  const Epoch e = next_epoch_++;
+  snapshots_[e].pending = true;
+  return e;
+}
+
+void SnapshotBook::SetPresent(Epoch e, std::vector<PageRun> present) {
+  auto it = snapshots_.find(e);
+  if (it == snapshots_.end()) return;
+  it->second.pending = false;
+  it->second.present_pages = 0;
+  for (const PageRun& r : present) it->second.present_pages += r.count;
+  it->second.present = std::move(present);
+}
+
 bool SnapshotBook::InRuns(const std::vector<PageRun>& runs, uint64_t page) {
   // The last run starting at or before `page`.
   auto it = std::upper_bound(
@@ -25,7 +40,7 @@ bool SnapshotBook::InRuns(const std::vector<PageRun>& runs, uint64_t page) {
 
 bool SnapshotBook::Present(Epoch e, uint64_t page) const {
   auto it = snapshots_.find(e);
-  return it != snapshots_.end() && InRuns(it->second.present, page);
+  return it != snapshots_.end() && Has(it->second, page);
 }
 
 SnapshotBook::Epoch SnapshotBook::LastCaptured(uint64_t page) const {
@@ -38,7 +53,7 @@ bool SnapshotBook::Needs(uint64_t page) const {
   // Newest first: snapshots older than the last capture have their version.
   for (auto it = snapshots_.rbegin(); it != snapshots_.rend(); ++it) {
     if (it->first <= last) break;
-    if (InRuns(it->second.present, page)) return true;
+    if (Has(it->second, page)) return true;
   }
   return false;
 }
@@ -48,7 +63,7 @@ bool SnapshotBook::Capture(uint64_t page, CopyRef ref) {
   Epoch lo = 0;
   Epoch hi = 0;
   for (auto it = snapshots_.upper_bound(last); it != snapshots_.end(); ++it) {
-    if (!InRuns(it->second.present, page)) continue;
+    if (!Has(it->second, page)) continue;
     if (lo == 0) lo = it->first;
     hi = it->first;
   }
@@ -60,7 +75,7 @@ bool SnapshotBook::Capture(uint64_t page, CopyRef ref) {
 
 SnapshotBook::Found SnapshotBook::Find(Epoch e, uint64_t page) const {
   auto s = snapshots_.find(e);
-  if (s == snapshots_.end() || !InRuns(s->second.present, page)) return {};
+  if (s == snapshots_.end() || !Has(s->second, page)) return {};
   if (auto it = versions_.find(page); it != versions_.end()) {
     for (const Version& v : it->second) {
       if (v.lo <= e && e <= v.hi) return {Found::Where::kCopy, v.ref};

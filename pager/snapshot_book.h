@@ -64,6 +64,12 @@ class SnapshotBook {
   // Starts a snapshot whose present pages are `present` (sorted, disjoint,
   // non-empty runs). Returns its epoch (>= 1).
   Epoch Begin(std::vector<PageRun> present);
+  // Two-step form for a snapshot whose present set is known only after a
+  // sweep: until SetPresent, the snapshot counts every page as present, so
+  // a change captured during the sweep is never missed (a version of a
+  // page that turns out absent is harmless; Find checks presence first).
+  Epoch BeginPending();
+  void SetPresent(Epoch e, std::vector<PageRun> present);
   bool live(Epoch e) const { return snapshots_.count(e) != 0; }
   bool any_live() const { return !snapshots_.empty(); }
   size_t live_count() const { return snapshots_.size(); }
@@ -127,8 +133,12 @@ class SnapshotBook {
   struct Snapshot {
     std::vector<PageRun> present;
     uint64_t present_pages = 0;
+    bool pending = false;  // between BeginPending and SetPresent
   };
   static bool InRuns(const std::vector<PageRun>& runs, uint64_t page);
+  static bool Has(const Snapshot& s, uint64_t page) {
+    return s.pending || InRuns(s.present, page);
+  }
   // Epoch of the newest version of `page`, or 0.
   Epoch LastCaptured(uint64_t page) const;
   void Count(CopyRef::Kind k, int64_t delta) {

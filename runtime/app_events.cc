@@ -38,21 +38,38 @@ void Engine::DropPages(RegionCore* core, PageIndex first, uint64_t count) {
         continue;
       }
       if (table.CompareExchange(p, &cur, PageEntry())) {
+        // A snapshot that still needs the page gets what survives of it:
+        // a slot, the knowledge that it was zero, or the fact that the
+        // application's own madvise/munmap discarded it (the kernel zaps
+        // the page as soon as the event is read: too late to copy).
+        const bool captured = cur.captured() && snaps_ != nullptr;
         switch (cur.state()) {
           case PageState::kResident:
             core->resident.fetch_sub(1, std::memory_order_relaxed);
             ++frames;
             // A clean page (swapped in, never written) still holds a slot.
-            if (cur.write_protected() && paging_ != nullptr) {
+            if (captured) {
+              (void)CaptureOrFree(
+                  core, p,
+                  cur.clean() ? CopyRef{CopyRef::Kind::kSlot, cur.slot()}
+                              : CopyRef{CopyRef::Kind::kLost, 0});
+            } else if (cur.clean() && paging_ != nullptr) {
               paging_->store->FreeSlot(cur.slot());
             }
             break;
           case PageState::kZero:
             core->zero_mapped.fetch_sub(1, std::memory_order_relaxed);
+            if (captured) {
+              (void)CaptureOrFree(core, p, {CopyRef::Kind::kZero, 0});
+            }
             break;
           case PageState::kSwapped:
             core->swapped.fetch_sub(1, std::memory_order_relaxed);
-            if (paging_ != nullptr) paging_->store->FreeSlot(cur.slot());
+            if (captured) {
+              (void)CaptureOrFree(core, p, {CopyRef::Kind::kSlot, cur.slot()});
+            } else if (paging_ != nullptr) {
+              paging_->store->FreeSlot(cur.slot());
+            }
             break;
           default:
             break;

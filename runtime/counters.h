@@ -51,7 +51,20 @@ struct Counters {
   Counter faults_on_evicting;
   Counter errors;
   Counter threads_poisoned;
+  // Snapshots.
+  Counter snapshots_taken;
+  Counter snapshots_released;
+  Counter pages_protected;   // marked by TakeSnapshot sweeps
+  Counter copies_memory;     // copy-on-write copies made into the pool
+  Counter copies_zero;       // versions known zero: nothing copied
+  Counter copies_slot;       // versions that took over a swap slot
+  Counter pages_lost;        // discarded by the application while needed
+  Counter copies_deferred;   // copy-on-write put-backs retried after EAGAIN
+  Counter restore_pages;
+  Counter save_bytes;
+  Counter save_ns;
   LatencyHistogram fault_latency;
+  LatencyHistogram snapshot_pause;
 };
 
 }  // namespace upager::internal

@@ -132,6 +132,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                        os::PageSize(),
                                    os::Protection::kRead));
   std::unique_ptr<Engine> e(new Engine(options, std::move(uffd), zero));
+  {
+    absl::MutexLock lock(&e->link_->mu);
+    e->link_->engine = e.get();
+  }
+  // Regions are registered for write-protect whenever the kernel has it:
+  // snapshots and clean-page tracking both need it, and a range's modes are
+  // fixed at registration.
+  e->track_writes_ = e->uffd_->has(os::uffd_feature::kPagefaultFlagWp);
+  UPAGER_RETURN_IF_ERROR(e->StartSnapshots());
   // Paging first: the service threads poll the store's completion fd.
   if (options.resident_budget_bytes != 0) {
     UPAGER_RETURN_IF_ERROR(e->StartPaging());
@@ -172,6 +181,11 @@ bool Engine::InForkChild() const {
 }
 
 Engine::~Engine() {
+  {
+    // Snapshots still held by the application fail cleanly from here on.
+    absl::MutexLock lock(&link_->mu);
+    link_->engine = nullptr;
+  }
   const bool child = InForkChild();
   if (service_ != nullptr) ForkGuard::Unregister(this);
   if (paging_ != nullptr) {
@@ -306,6 +320,7 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
   auto* region = new Region(static_cast<std::byte*>(mem), o.size, page_size_,
                             o.name, core.get());
   core->region = region;
+  core->engine = this;
   RegionCore* raw = core.get();
   for (int attempt = 0;; ++attempt) {
     {
@@ -382,6 +397,14 @@ absl::Status Engine::Unmap(Region* region) {
     DrainCompletions();
     absl::SleepFor(absl::Microseconds(50));
   }
+  if (snaps_ != nullptr) {
+    std::vector<CopyRef> freed;
+    {
+      absl::MutexLock lock(&core->book_mu);
+      core->book.ReleaseAll(&freed);
+    }
+    FreeCopies(freed);
+  }
   ReleaseRegionPaging(core.get());
   for (const auto& iv : intervals) {
     if (absl::Status s =
@@ -436,6 +459,11 @@ absl::Status Engine::Advise(Region* region, size_t offset, size_t length,
       Prefetch(core, first, pages);
       return absl::OkStatus();
     case Runtime::Advice::kDontNeed: {
+      // Snapshots that still need these pages get their bytes first (a raw
+      // madvise could not offer that: see upager/snapshot.h).
+      if (snaps_ != nullptr) {
+        UPAGER_RETURN_IF_ERROR(CopyAsideRange(core, first, pages));
+      }
       // The application's own madvise, page by page where the region is
       // mapped now (mremap may have moved parts); its REMOVE events free
       // the pages, swap slots and policy state.
@@ -511,6 +539,7 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
   // fault on a range just removed gets a fresh zero page, which is what
   // the application's madvise promised.
   RetryPendingReads();
+  RetryPendingFills();
   std::vector<os::UffdEvent> retry;
   retry.swap(*deferred);
   for (const os::UffdEvent& e : fresh) {
@@ -612,6 +641,20 @@ Stats Engine::stats() const {
     }
   }
   s.fault_latency = ToSummary(c.fault_latency);
+  s.snapshots_taken = c.snapshots_taken.Get();
+  s.snapshots_live = s.snapshots_taken - c.snapshots_released.Get();
+  s.pages_protected = c.pages_protected.Get();
+  s.snapshot_copies = c.copies_memory.Get();
+  s.snapshot_zero_copies = c.copies_zero.Get();
+  s.snapshot_slot_copies = c.copies_slot.Get();
+  s.snapshot_lost_pages = c.pages_lost.Get();
+  s.restore_pages = c.restore_pages.Get();
+  s.snapshot_pause = ToSummary(c.snapshot_pause);
+  if (snaps_ != nullptr) s.snapshot_bytes = snaps_->pool.in_use() * page_size_;
+  s.save_bytes = c.save_bytes.Get();
+  if (c.save_ns.Get() != 0) {
+    s.save_mb_per_s = c.save_bytes.Get() * 1e3 / c.save_ns.Get();
+  }
   {
     absl::MutexLock lock(&error_mu_);
     if (!first_error_.ok()) s.first_error = first_error_.ToString();

@@ -39,11 +39,20 @@
 // - Counters are relaxed atomics; the sticky error is guarded by error_mu_.
 // - The service threads never touch registered memory: fills use
 //   UFFDIO_COPY from zero_source_, which is not registered.
+// - Snapshots (runtime/snapshot_engine.cc): kCapturedBit marks a page whose
+//   current bytes a live snapshot still needs. Every path that would change
+//   such a page, or lift its write protection, first records a version in
+//   the region's SnapshotBook (book_mu) and then publishes the page, all
+//   under RegionCore::snap_mu held shared; TakeSnapshot holds it
+//   exclusively while it marks and protects, so the two never interleave.
+//   In-flight states (kEvicting, a swap-in's kFilling) carry the bit to
+//   whoever completes them. Lock order: snap_mu, map_mu_, book_mu.
 #ifndef UPAGER_RUNTIME_ENGINE_H_
 #define UPAGER_RUNTIME_ENGINE_H_
 
 #include <cstdint>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -57,6 +66,8 @@
 #include "pager/address_map.h"
 #include "pager/eviction_policy.h"
 #include "pager/frame_budget.h"
+#include "pager/snapshot_book.h"
+#include "runtime/copy_pool.h"
 #include "runtime/counters.h"
 #include "runtime/fault_service.h"
 #include "runtime/os/userfaultfd.h"
@@ -67,9 +78,17 @@
 #include "upager/options.h"
 #include "upager/region.h"
 #include "upager/runtime.h"
+#include "upager/snapshot.h"
 #include "upager/stats.h"
 
 namespace upager::internal {
+
+// What a Snapshot holds on to: the Engine until ~Engine clears it, so a
+// Snapshot outliving its Runtime fails cleanly instead of dangling.
+struct EngineLink {
+  absl::Mutex mu;
+  Engine* engine ABSL_GUARDED_BY(mu) = nullptr;
+};
 
 class Engine final : public FaultService::Handler {
  public:
@@ -99,6 +118,20 @@ class Engine final : public FaultService::Handler {
   static uint64_t WantedFeatures();
   static absl::Status ValidateOptions(const RuntimeOptions& options);
 
+  // Snapshots (runtime/snapshot_engine.cc); see upager/snapshot.h.
+  absl::StatusOr<std::unique_ptr<Snapshot>> TakeSnapshot(Region* region);
+  absl::Status Restore(Region* region, const Snapshot& snapshot);
+  absl::Status ReadSnapshot(uint32_t region_id, uint64_t epoch, size_t offset,
+                            absl::Span<std::byte> out);
+  absl::Status ForEachSnapshotPage(
+      uint32_t region_id, uint64_t epoch,
+      const std::function<absl::Status(uint64_t, const std::byte*)>& fn);
+  absl::Status ForEachChanged(uint32_t region_id, uint64_t base,
+                              uint64_t epoch,
+                              const std::function<void(uint64_t)>& fn);
+  absl::Status ReleaseSnapshot(uint32_t region_id, uint64_t epoch);
+  bool SnapshotLive(uint32_t region_id, uint64_t epoch);
+
  private:
   // Where a fault address lands: the region and the page, plus the
   // contiguous run of pages the same interval maps after it.
@@ -122,7 +155,12 @@ class Engine final : public FaultService::Handler {
     bool clean = false;       // writes: a clean drop, nothing was written
     bool readahead = false;   // reads: no fault waits for this page
     bool sequential = false;  // reads: part of a detected stream
+    // reads: a synchronous slot read (Engine::ReadSlot) waits on this for
+    // the completion's errno; no page is filled.
+    std::atomic<int>* sync_result = nullptr;
   };
+  // Store request tags: reads carry this bit over their buffer index.
+  static constexpr uint64_t kReadTagBit = 1ull << 62;
   // Everything paging needs; null when the Runtime has no budget.
   struct Paging {
     Paging(uint64_t budget_pages, uint32_t high, uint32_t low)
@@ -210,6 +248,45 @@ class Engine final : public FaultService::Handler {
   void SwapEverythingIn();
   // Frees what a region holds in the store (Unmap / ~Engine).
   void ReleaseRegionPaging(RegionCore* core);
+  // snapshot_engine.cc
+  absl::Status StartSnapshots();
+  // Copies aside the captured present pages of [first, first + max) that
+  // start at `first` (which must be one), recording a version of each, and
+  // puts them back writable; wakes whoever waits on them. Returns how many
+  // pages it handled (0: nothing captured at `first`). Sets *retry when the
+  // caller should try again later (EAGAIN, or no frame for the copies).
+  // Caller holds core->snap_mu shared.
+  uint64_t CopyAside(RegionCore* core, PageIndex first, uint64_t max,
+                     uintptr_t addr, bool* retry)
+      ABSL_SHARED_LOCKS_REQUIRED(core->snap_mu);
+  // Copies aside every captured page of [first, first + count) (before
+  // upager drops them on the application's behalf). From any thread not
+  // holding snap_mu.
+  absl::Status CopyAsideRange(RegionCore* core, PageIndex first,
+                              uint64_t count);
+  // A version of `bytes`: kZero if all zero, else a pool copy (charged to
+  // the budget; `charge` false when the caller reserved the frame).
+  absl::StatusOr<CopyRef> CopyBytes(const std::byte* bytes, bool charge);
+  // Records `ref` as the bytes `page` had before a change; frees it when
+  // no snapshot needs them. Returns whether it was kept.
+  bool CaptureOrFree(RegionCore* core, PageIndex page, CopyRef ref);
+  void FreeCopies(const std::vector<CopyRef>& refs);
+  // Reads a store slot from an application thread (reaps completions
+  // itself). FailedPrecondition without paging.
+  absl::Status ReadSlot(uint64_t slot, std::byte* out);
+  // Copy-on-write put-backs that hit EAGAIN, retried after the next read.
+  void RetryPendingFills();
+  // Looks up a live region by id and pins it (io_inflight) until Unpin.
+  RegionCore* PinRegion(uint32_t region_id);
+  void Unpin(RegionCore* core);
+  // Clears every captured mark and lifts the protection (last snapshot
+  // released).
+  void Unprotect(RegionCore* core);
+  // Reads one page of snapshot `epoch` into out; *zero set (and out left
+  // alone) for a zero page.
+  absl::Status ReadSnapshotPage(RegionCore* core, uint64_t epoch,
+                                PageIndex page, std::byte* out, bool* zero);
+
   // app_events.cc
   void HandleRemove(uintptr_t start, uintptr_t end);
   void HandleUnmap(uintptr_t start, uintptr_t end);
@@ -232,6 +309,31 @@ class Engine final : public FaultService::Handler {
   Counters counters_;
   std::unique_ptr<FaultService> service_;
   std::unique_ptr<Paging> paging_;  // null without a budget
+  // A copy-on-write put-back deferred by EAGAIN: the page stays kFilling
+  // until its bytes are filled back (pins the region through io_inflight).
+  struct PendingFill {
+    RegionCore* core = nullptr;
+    PageIndex page;
+    PageEntry publish;  // the entry to publish once filled
+    std::unique_ptr<std::byte[]> bytes;
+  };
+  // Everything snapshots need; null when the kernel cannot support them
+  // (snapshots_missing_ says why).
+  struct Snapshots {
+    explicit Snapshots(size_t page_size) : pool(page_size) {}
+    // Like Paging::staging_uffd: UFFDIO_MOVE needs its destination
+    // registered, and this uffd reads no events.
+    std::unique_ptr<os::Uffd> uffd;
+    absl::Mutex copy_mu;  // one copy-aside at a time owns `staging`
+    std::unique_ptr<PageArena> staging ABSL_PT_GUARDED_BY(copy_mu);
+    CopyPool pool;
+    absl::Mutex pending_mu;
+    std::vector<PendingFill> pending ABSL_GUARDED_BY(pending_mu);
+    std::atomic<bool> pending_any{false};
+  };
+  std::unique_ptr<Snapshots> snaps_;
+  std::string snapshots_missing_;
+  const std::shared_ptr<EngineLink> link_ = std::make_shared<EngineLink>();
   // Regions are registered for write-protect too (clean-page tracking).
   bool track_writes_ = false;
   uint32_t next_region_id_ ABSL_GUARDED_BY(map_mu_) = 1;

@@ -46,30 +46,54 @@ Engine::Served Engine::HandlePageFault(const os::UffdEvent& e,
 }
 
 Engine::Served Engine::HandleWriteProtect(uintptr_t addr) {
-  // Swapped-in pages are mapped write-protected while their slot still
-  // holds the same bytes (runtime/paging.cc, clean drop). The first write
-  // lands here: the page becomes dirty, and the slot is freed *before* the
-  // protection is lifted, so a page that still has its slot was never
-  // written. A page being evicted stays protected: lifting it before the
-  // move-out could let a write land in a page about to be dropped as
-  // clean; the thread waits for the eviction to finish or be cancelled.
+  // Two kinds of protected page land here (a page may be both):
+  // - captured by a snapshot: its bytes are copied aside before the write
+  //   goes through (CopyAside, runtime/snapshot_engine.cc);
+  // - clean: swapped in and never written (runtime/paging.cc, clean
+  //   drop). The first write makes it dirty, and the slot is freed
+  //   *before* the protection is lifted, so a page that still has its
+  //   slot was never written.
+  // A page being evicted stays protected: lifting it before the move-out
+  // could let a write land in a page about to be dropped as clean; the
+  // thread waits for the eviction to finish or be cancelled.
   Target t;
   if (Resolve(addr, &t)) {
-    PageEntry cur = t.core->table.Get(t.page);
+    RegionCore* core = t.core;
+    absl::ReaderMutexLock snap_lock(&core->snap_mu);
+    PageEntry cur = core->table.Get(t.page);
     if (cur.state() == PageState::kEvicting) return MarkWanted(t, cur);
     // A fill wakes the faulting thread before it publishes the entry; a
     // write right after a write-protected swap-in can get here first. Wait
     // for the entry: un-protecting now would let the write land in a page
-    // about to be published as clean.
+    // about to be published as clean (or captured).
     if (cur.state() == PageState::kFilling) return Served::kRetryLater;
-    while (cur.state() == PageState::kResident && cur.write_protected()) {
+    if (cur.captured() && cur.present() && snaps_ != nullptr) {
+      bool retry = false;
+      const uint64_t limit = std::min<uint64_t>(t.page_limit, core->pages);
+      const uint64_t window = std::min<uint64_t>(
+          core->copy_around.WindowFor(t.page), limit - t.page.value());
+      const uint64_t n = CopyAside(core, t.page, window, addr, &retry);
+      if (n > 0) {
+        core->copy_around.Filled(t.page, n);
+        return Served::kDone;
+      }
+      if (retry) return Served::kRetryLater;
+      cur = core->table.Get(t.page);  // a stale mark, cleared: go on
+      if (cur.state() == PageState::kFilling) return Served::kRetryLater;
+    }
+    while (cur.state() == PageState::kResident && cur.clean()) {
       const PageEntry dirty =
           PageEntry::Of(PageState::kResident).with_flag(PageEntry::kDirtyBit, true);
-      if (t.core->table.CompareExchange(t.page, &cur, dirty)) {
+      if (core->table.CompareExchange(t.page, &cur, dirty)) {
         if (paging_ != nullptr) paging_->store->FreeSlot(cur.slot());
         counters_.pages_dirtied.Add();
         break;
       }
+    }
+    while (cur.write_protected() && !cur.captured() &&
+           !core->table.CompareExchange(
+               t.page, &cur,
+               cur.with_flag(PageEntry::kWriteProtectedBit, false))) {
     }
   }
   const os::UffdResult r = uffd_->WriteProtect(addr, page_size_, false, true);
@@ -95,6 +119,11 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // for its write (see runtime/paging.cc).
   if (prev.state() == PageState::kSwapped) return StartSwapIn(t, prev);
   if (prev.state() == PageState::kEvicting) return MarkWanted(t, prev);
+  // A snapshot sweep must not see this fill's claim half done. (Taken
+  // after the dispatch above: a swap-in may complete inline, and its
+  // completion takes snap_mu itself.)
+  absl::ReaderMutexLock snap_lock(&t.core->snap_mu);
+  prev = table.Get(t.page);
 
   // Frames for the fill: a private fill (write fault or file) needs one per
   // page under a budget; the shared zero page needs none. No frame: the
@@ -168,8 +197,15 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // Publish the pages that were filled; the faulting page's previous
   // state (normally absent) leaves the counters.
   CountPresent(t.core, prev.state(), -1);
+  // A page we believed present and captured that the fill just replaced
+  // was zapped by the application's own madvise: its bytes are gone.
+  PageEntry first_base = prev;
+  if (done > 0 && prev.captured() && snaps_ != nullptr) {
+    (void)CaptureOrFree(t.core, t.page, {CopyRef::Kind::kLost, 0});
+    first_base = PageEntry::Of(prev.state());
+  }
   for (uint64_t i = 0; i < done; ++i) {
-    const PageEntry base = i == 0 ? prev : PageEntry();
+    const PageEntry base = i == 0 ? first_base : PageEntry();
     if (!table.Set(t.page + i, base.with_state(filled))) {
       RecordError(absl::InternalError("page table Set failed on a claimed page"));
     }

@@ -30,7 +30,6 @@
 namespace upager::internal {
 namespace {
 
-constexpr uint64_t kReadTagBit = 1ull << 62;
 // Retry-list entries for a move-back (eviction cancelled) hit by EAGAIN.
 constexpr uint64_t kWriteRetryBit = 1ull << 61;
 // Staging pages (writes in flight) and swap-in buffers (reads in flight).
@@ -125,8 +124,6 @@ absl::Status Engine::StartPaging() {
   UPAGER_ASSIGN_OR_RETURN(os::EventFd wake, os::EventFd::Create());
   p->evictor_wake = std::make_unique<os::EventFd>(std::move(wake));
   paging_ = std::move(p);
-  // Clean-page tracking needs write-protect on anonymous memory.
-  track_writes_ = uffd_->has(os::uffd_feature::kPagefaultFlagWp);
   return absl::OkStatus();
 }
 
@@ -305,7 +302,7 @@ size_t Engine::EvictBatch(size_t n) {
       continue;
     }
     const uintptr_t addr = AddressOf(core, page);
-    if (cur.write_protected() && addr != 0) {
+    if (cur.clean() && addr != 0) {
       // Clean: swapped in and never written, its slot still holds the
       // bytes. Move it out (no write can race: it is protected) and drop it.
       EvictClean(core, page, cur, addr);
@@ -325,8 +322,12 @@ size_t Engine::EvictBatch(size_t n) {
       give_up(PageEntry(), PageArena::kNone, *slot, true);
       continue;
     }
+    // A snapshot's mark travels with the page (see runtime/engine.h).
     if (!core->table.CompareExchange(
-            page, &cur, PageEntry::Of(PageState::kEvicting).with_slot(*slot))) {
+            page, &cur,
+            PageEntry::Of(PageState::kEvicting)
+                .with_slot(*slot)
+                .with_flag(PageEntry::kCapturedBit, cur.captured()))) {
       give_up(PageEntry(), staging, *slot, cur.state() == PageState::kResident);
       continue;
     }
@@ -374,7 +375,10 @@ void Engine::EvictClean(RegionCore* core, PageIndex page, PageEntry cur,
   const int staging = p.staging->Acquire();
   if (staging == PageArena::kNone ||
       !core->table.CompareExchange(
-          page, &cur, PageEntry::Of(PageState::kEvicting).with_slot(slot))) {
+          page, &cur,
+          PageEntry::Of(PageState::kEvicting)
+              .with_slot(slot)
+              .with_flag(PageEntry::kCapturedBit, cur.captured()))) {
     if (staging != PageArena::kNone) p.staging->Release(staging);
     p.policy->CancelEviction({core->id, page.value()});
     core->io_inflight.fetch_sub(1);
@@ -446,7 +450,22 @@ void Engine::FinishWrite(int staging, int error) {
       // written: its bytes are gone by its own request. Free everything;
       // wake anyone who faulted on it since (they refault to a zero page).
       if (!core->table.CompareExchange(op.page, &cur, PageEntry())) continue;
-      p.store->FreeSlot(op.slot);
+      if (cur.captured()) {
+        // A snapshot still needs these bytes: the slot has them if the
+        // write succeeded, the staging page in any case.
+        absl::StatusOr<CopyRef> ref =
+            error == 0 ? absl::StatusOr<CopyRef>(
+                             CopyRef{CopyRef::Kind::kSlot, op.slot})
+                       : CopyBytes(bytes, /*charge=*/true);
+        if (!ref.ok()) {
+          RecordError(ref.status());
+          ref = CopyRef{CopyRef::Kind::kLost, 0};
+        }
+        (void)CaptureOrFree(core, op.page, *ref);
+        if (ref->kind != CopyRef::Kind::kSlot) p.store->FreeSlot(op.slot);
+      } else {
+        p.store->FreeSlot(op.slot);
+      }
       (void)os::AdviseDontNeed(bytes, page_size_);
       core->resident.fetch_sub(1, std::memory_order_relaxed);
       if (cur.wanted()) {
@@ -461,7 +480,10 @@ void Engine::FinishWrite(int staging, int error) {
     }
     if (error == 0 && !cur.wanted()) {
       if (core->table.CompareExchange(
-              op.page, &cur, PageEntry::Of(PageState::kSwapped).with_slot(op.slot))) {
+              op.page, &cur,
+              PageEntry::Of(PageState::kSwapped)
+                  .with_slot(op.slot)
+                  .with_flag(PageEntry::kCapturedBit, cur.captured()))) {
         // The bytes are safe in the slot: only now let the memory go.
         (void)os::AdviseDontNeed(bytes, page_size_);
         core->resident.fetch_sub(1, std::memory_order_relaxed);
@@ -494,6 +516,19 @@ void Engine::CompleteMoveBack(int staging) {
   const IoOp op = p.writes[staging];
   RegionCore* core = op.core;
   std::byte* const bytes = p.staging->page(staging);
+  // The page goes back writable: a snapshot that still needs its bytes
+  // gets them first, from the staging page (runtime/snapshot_engine.cc).
+  absl::ReaderMutexLock snap_lock(&core->snap_mu);
+  if (const PageEntry claimed = core->table.Get(op.page); claimed.captured()) {
+    absl::StatusOr<CopyRef> ref = CopyBytes(bytes, /*charge=*/true);
+    if (!ref.ok()) {
+      RecordError(ref.status());
+      ref = CopyRef{CopyRef::Kind::kLost, 0};
+    }
+    (void)CaptureOrFree(core, op.page, *ref);
+    (void)core->table.Set(op.page,
+                          claimed.with_flag(PageEntry::kCapturedBit, false));
+  }
   const uintptr_t addr = AddressOf(core, op.page);
   os::UffdResult m{os::UffdOutcome::kGone, 0, ENOENT};
   if (addr != 0) {
@@ -682,8 +717,21 @@ void Engine::Prefetch(RegionCore* core, PageIndex first, uint64_t count) {
 void Engine::OnReadDone(int buffer, int error) {
   Paging& p = *paging_;
   const IoOp op = p.reads[buffer];
+  if (op.sync_result != nullptr) {
+    op.sync_result->store(error);  // the reader releases the buffer
+    return;
+  }
   RegionCore* core = op.core;
   p.swap_in_latency.Record(MonotonicNanos() - op.submit_ns);
+  // A snapshot may have marked the claimed page since the read started;
+  // every entry published below keeps the mark (the bytes are unchanged).
+  absl::ReaderMutexLock snap_lock(&core->snap_mu);
+  const uint64_t mark =
+      core->table.Get(op.page).captured() ? PageEntry::kCapturedBit : 0;
+  auto swapped = [&] {
+    return PageEntry(PageEntry::Of(PageState::kSwapped).with_slot(op.slot).raw() |
+                     mark);
+  };
   const uintptr_t addr = AddressOf(core, op.page);
   auto finish = [&] {
     p.buffers->Release(buffer);
@@ -692,8 +740,7 @@ void Engine::OnReadDone(int buffer, int error) {
   if (error != 0 && op.readahead) {
     // Nobody waits for a page read ahead: leave it swapped out; a fault on
     // it later reads it again (and reports a failure then).
-    (void)core->table.Set(op.page,
-                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    (void)core->table.Set(op.page, swapped());
     ReleaseFrames(1);
     finish();
     return;
@@ -708,8 +755,7 @@ void Engine::OnReadDone(int buffer, int error) {
         absl::StrFormat("swap read of region '%s' page %d from slot %d failed "
                         "(errno %d); the faulting thread gets SIGBUS",
                         core->region->name(), op.page.value(), op.slot, error)));
-    (void)core->table.Set(op.page,
-                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    (void)core->table.Set(op.page, swapped());
     ReleaseFrames(1);
     if (addr != 0) ReleaseWithFailure(addr);
     finish();
@@ -717,8 +763,7 @@ void Engine::OnReadDone(int buffer, int error) {
   }
   if (addr == 0) {
     // The application unmapped the page while it was read: nothing to fill.
-    (void)core->table.Set(op.page,
-                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    (void)core->table.Set(op.page, swapped());
     ReleaseFrames(1);
     finish();
     return;
@@ -737,9 +782,13 @@ void Engine::OnReadDone(int buffer, int error) {
   if (r.ok() && track_writes_) {
     // Mapped write-protected: until the first write the slot still holds
     // these bytes, and eviction can drop the page without I/O.
-    (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident)
-                                       .with_flag(PageEntry::kWriteProtectedBit, true)
-                                       .with_slot(op.slot));
+    (void)core->table.Set(
+        op.page, PageEntry(PageEntry::Of(PageState::kResident)
+                               .with_flag(PageEntry::kWriteProtectedBit, true)
+                               .with_flag(PageEntry::kCleanBit, true)
+                               .with_slot(op.slot)
+                               .raw() |
+                           mark));
     core->resident.fetch_add(1, std::memory_order_relaxed);
     core->swapped.fetch_sub(1, std::memory_order_relaxed);
     counters_.pages_swapped_in.Add();
@@ -749,12 +798,16 @@ void Engine::OnReadDone(int buffer, int error) {
     (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident));
     core->resident.fetch_add(1, std::memory_order_relaxed);
     core->swapped.fetch_sub(1, std::memory_order_relaxed);
-    p.store->FreeSlot(op.slot);
+    if (mark != 0) {
+      // Mapped unprotected: a snapshot's version is the slot.
+      (void)CaptureOrFree(core, op.page, {CopyRef::Kind::kSlot, op.slot});
+    } else {
+      p.store->FreeSlot(op.slot);
+    }
     counters_.pages_swapped_in.Add();
     AdmitToPolicy(core, op.page, 1, op.sequential);
   } else {
-    (void)core->table.Set(op.page,
-                          PageEntry::Of(PageState::kSwapped).with_slot(op.slot));
+    (void)core->table.Set(op.page, swapped());
     ReleaseFrames(1);
     if (r.outcome == os::UffdOutcome::kFailed) {
       RecordError(r.ToStatus("UFFDIO_COPY (swap-in)"));
@@ -821,7 +874,7 @@ void Engine::ReleaseRegionPaging(RegionCore* core) {
     if (e.state() == PageState::kSwapped) paging_->store->FreeSlot(e.slot());
     if (e.state() == PageState::kResident) {
       ++resident;
-      if (e.write_protected()) paging_->store->FreeSlot(e.slot());
+      if (e.clean()) paging_->store->FreeSlot(e.slot());
     }
   });
   paging_->policy->ForgetRegion(core->id);

@@ -14,14 +14,19 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "pager/fault_around.h"
 #include "pager/page_table.h"
+#include "pager/snapshot_book.h"
 
 namespace upager {
 class Region;
 }
 
 namespace upager::internal {
+
+class Engine;
 
 class RegionCore {
  public:
@@ -31,6 +36,7 @@ class RegionCore {
         size(size),
         pages(size / page_size),
         fault_around(fault_around_pages, fault_around_max_pages),
+        copy_around(FaultAroundSizer::StartAtOne{}, kMaxCopyAroundPages),
         table(size / page_size) {}
   RegionCore(const RegionCore&) = delete;
   RegionCore& operator=(const RegionCore&) = delete;
@@ -38,8 +44,25 @@ class RegionCore {
   const uintptr_t base;  // bytes: where Map placed it
   const uint64_t size;   // bytes
   const uint64_t pages;
+  // Pages copied aside per copy-on-write fault (runtime/snapshot_engine.cc).
+  static constexpr uint32_t kMaxCopyAroundPages = 256;
+
   FaultAroundSizer fault_around;  // base 1 = off
+  FaultAroundSizer copy_around;   // copy-on-write: grows on a stream
   PageTable table;
+
+  // Snapshots (runtime/snapshot_engine.cc). Lock order: snap_mu, then the
+  // Engine's map_mu_, then book_mu; nobody takes snap_mu holding map_mu_. snap_mu orders write protection: TakeSnapshot holds it
+  // exclusively while it marks pages captured and write-protects them;
+  // every path that lifts protection or publishes a claimed page holds it
+  // shared, so no un-protect can land between a mark and its protection.
+  // Nobody holding it touches region memory or waits for a service thread.
+  mutable absl::Mutex snap_mu;
+  absl::Mutex book_mu ABSL_ACQUIRED_AFTER(snap_mu);
+  SnapshotBook book ABSL_GUARDED_BY(book_mu);
+  // Snapshot reads in progress: a released snapshot's copies are freed
+  // only once this drops to zero (reads hold no lock while they copy).
+  std::atomic<int64_t> snap_readers{0};
   // File-backed regions: a read-only private mapping of the source file
   // whose byte 0 is the region's byte 0; fills copy from it. nullptr for
   // zero-filled regions. Owned: unmapped with the region.
@@ -51,6 +74,7 @@ class RegionCore {
   std::atomic<int64_t> swapped{0};      // pages in kSwapped
   std::atomic<int64_t> io_inflight{0};  // store I/Os naming this region
   Region* region = nullptr;             // the public handle; set once by Map
+  Engine* engine = nullptr;             // set once by Map
 };
 
 }  // namespace upager::internal

@@ -73,7 +73,8 @@ PageEntry RandomEntry(std::mt19937_64& rng) {
   if (rng() % 8 == 0) return PageEntry();
   PageEntry e = PageEntry::Of(static_cast<PageState>(rng() % 4));
   for (uint64_t bit : {PageEntry::kDirtyBit, PageEntry::kWriteProtectedBit,
-                       PageEntry::kCapturedBit, PageEntry::kAccessedBit}) {
+                       PageEntry::kCapturedBit, PageEntry::kAccessedBit,
+                       PageEntry::kCleanBit}) {
     e = e.with_flag(bit, rng() % 2 == 0);
   }
   return e.with_slot(rng() & PageEntry::kMaxSlot);
@@ -429,7 +430,7 @@ TEST(PageTableTest, CheckInvariantsReportsLeakedFillAndReservedBits) {
   ASSERT_TRUE(t.Set(PageIndex(700), PageEntry::Of(PageState::kResident)));
   EXPECT_TRUE(t.CheckInvariants().ok());
 
-  ASSERT_TRUE(t.Set(PageIndex(3), PageEntry(uint64_t{1} << 10)));
+  ASSERT_TRUE(t.Set(PageIndex(3), PageEntry(uint64_t{1} << 11)));
   s = t.CheckInvariants();
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.message()), HasSubstr("reserved"));

@@ -78,6 +78,20 @@ TEST(SnapshotBookTest, ReleasingTheMiddleSnapshotKeepsSharedVersions) {
   EXPECT_EQ(freed.size(), 1u);
 }
 
+TEST(SnapshotBookTest, PendingSnapshotCapturesEveryPageUntilPresentIsSet) {
+  SnapshotBook b;
+  const auto e = b.BeginPending();
+  EXPECT_TRUE(b.Needs(40));
+  ASSERT_TRUE(b.Capture(40, Mem(1)));  // changed during the sweep
+  b.SetPresent(e, {{0, 2}});
+  EXPECT_EQ(b.present_pages(e), 2u);
+  EXPECT_EQ(b.Find(e, 40).where, Where::kAbsent);  // absent after all
+  EXPECT_EQ(b.Find(e, 1).where, Where::kLive);
+  std::vector<CopyRef> freed;
+  b.Release(e, &freed);
+  EXPECT_EQ(freed, std::vector<CopyRef>{Mem(1)});
+}
+
 TEST(SnapshotBookTest, ReplaceRepointsASpilledCopy) {
   SnapshotBook b;
   const auto e = b.Begin({{0, 2}});

@@ -14,8 +14,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "upager/snapshot.h"
 
 namespace upager {
 
@@ -47,6 +52,22 @@ class Region {
   uint64_t resident_pages() const;
   // Pages mapped to the kernel's shared zero page by a read fault.
   uint64_t zero_mapped_pages() const;
+
+  // A copy-on-write point-in-time view of the region (see upager/snapshot.h
+  // for the consistency contract). Returns once the region's present pages
+  // are write-protected. FailedPrecondition naming what is missing when
+  // the kernel lacks userfaultfd write-protect or UFFDIO_MOVE (Linux 6.8+)
+  // or in a fork() child; NotFound after Unmap.
+  absl::StatusOr<std::unique_ptr<Snapshot>> TakeSnapshot();
+
+  // Rolls the region back, in place, to `snapshot` (taken of this region
+  // and not released): rewrites only the pages that changed since it,
+  // swapped-out ones included; the region stays usable throughout. Pause
+  // the region's writers for the call: a concurrent write may survive it.
+  // Newer snapshots keep their own view (the rewrites are writes like any
+  // other). InvalidArgument for a snapshot of another region or size,
+  // FailedPrecondition for a released one; the region is then untouched.
+  absl::Status Restore(const Snapshot& snapshot);
 
  private:
   friend class internal::Engine;

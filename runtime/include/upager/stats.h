@@ -112,6 +112,23 @@ struct Stats {
   BackingStoreStats store;
   std::string policy;  // eviction policy counters, human-readable
 
+  // --- Snapshots (upager/snapshot.h).
+  uint64_t snapshots_taken = 0;
+  uint64_t snapshots_live = 0;
+  uint64_t pages_protected = 0;  // write-protected by TakeSnapshot sweeps
+  // Versions recorded on first writes (and drops) after a snapshot: copied
+  // into memory, known zero (no copy), or taken over from a swap slot
+  // (a clean page: no copy either).
+  uint64_t snapshot_copies = 0;
+  uint64_t snapshot_zero_copies = 0;
+  uint64_t snapshot_slot_copies = 0;
+  uint64_t snapshot_bytes = 0;      // memory held by copies now
+  uint64_t snapshot_lost_pages = 0;  // discarded by the application raw
+  uint64_t restore_pages = 0;       // pages rewritten by Region::Restore
+  LatencySummary snapshot_pause;    // TakeSnapshot, call to return
+  uint64_t save_bytes = 0;          // written by Snapshot::SaveTo
+  double save_mb_per_s = 0;         // over all SaveTo calls
+
   // --- Errors the fault service could not report to a caller. The first
   // one is kept (sticky); Runtime::status() returns it as a Status.
   uint64_t errors = 0;

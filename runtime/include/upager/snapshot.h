@@ -1,0 +1,111 @@
+// A copy-on-write, point-in-time view of a Region, from Region::TakeSnapshot.
+//
+//   auto snap = region->TakeSnapshot();      // StatusOr<unique_ptr<Snapshot>>
+//   ... the application keeps writing ...
+//   (*snap)->Read(offset, buffer);           // the bytes as they were
+//   region->Restore(**snap);                 // roll the region back
+//   (*snap)->Release();                      // or let it go out of scope
+//
+// Consistency contract. TakeSnapshot write-protects the region's present
+// pages (a sweep proportional to what is mapped, not to the region's size)
+// and returns once the sweep is done. A write that happened before the call
+// is in the snapshot; a write after it returns is not. A write concurrent
+// with the call lands on one side or the other, page by page, so for a
+// consistent multi-page view pause the region's writers for the call (its
+// pause is Stats::snapshot_pause). After that, the application runs at full
+// speed: the first write to each protected page copies its old bytes aside
+// (one copy shared by every snapshot that needs that version) and lets the
+// write through.
+//
+// What a snapshot promises: Read returns exactly the point-in-time bytes
+// while the region keeps changing, until Release. Pages never touched read
+// as zero without costing memory; pages never written since come from the
+// live region (or its swap slot). Copies count against the resident budget.
+//
+// Not covered: bytes the application discards itself while a snapshot
+// needs them (madvise(MADV_DONTNEED) or munmap on the raw memory) cannot be
+// copied first (the kernel drops them before upager hears of it); reading
+// such a page returns DataLoss naming it. Runtime::Advise(kDontNeed) copies
+// them aside first. A page the process shares with a fork() child is copied
+// while still mapped.
+//
+// Thread-safety: every method may be called from any application thread
+// (never from inside a fault handler of the same Runtime). Read, ForEachPage
+// and Restore may run concurrently; Release waits for them. A Snapshot must
+// not outlive its Runtime's destruction in use: after ~Runtime every method
+// returns FailedPrecondition.
+#ifndef UPAGER_SNAPSHOT_H_
+#define UPAGER_SNAPSHOT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace upager {
+
+class Region;
+namespace internal {
+class Engine;
+struct EngineLink;
+}  // namespace internal
+
+class Snapshot {
+ public:
+  ~Snapshot();  // Release()s, ignoring errors
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+
+  // Increasing per region: a later snapshot has a larger id.
+  uint64_t id() const { return epoch_; }
+  size_t size() const { return size_; }
+  size_t page_size() const { return page_size_; }
+  size_t page_count() const { return size_ / page_size_; }
+  bool released() const;
+
+  // Copies the snapshot's bytes [offset, offset + out.size()) into `out`.
+  // InvalidArgument if the range is outside the snapshot; FailedPrecondition
+  // if it was released, its region unmapped or its Runtime destroyed;
+  // DataLoss naming the page if the application discarded a needed page
+  // (see above), or the swap store failed to read it back.
+  absl::Status Read(size_t offset, absl::Span<std::byte> out) const;
+
+  // Calls fn(page_index, bytes) for every page of the snapshot in order;
+  // `bytes` is page_size() bytes, or nullptr for a page that is zero
+  // (never touched, or known zero: no copy is made). Stops at, and returns,
+  // the first non-OK status fn returns. Errors as for Read.
+  absl::Status ForEachPage(
+      const std::function<absl::Status(uint64_t page, const std::byte* bytes)>&
+          fn) const;
+
+  // Pages whose bytes in this snapshot may differ from those in `base`, an
+  // older live snapshot of the same region (written, dropped or first
+  // touched in between), in increasing order. InvalidArgument if `base` is
+  // not older or of another region.
+  absl::Status ForEachChangedSince(
+      const Snapshot& base, const std::function<void(uint64_t page)>& fn) const;
+
+  // Frees the copies only this snapshot needed. Idempotent. When the
+  // region's last snapshot goes, its pages are un-protected again.
+  absl::Status Release();
+
+ private:
+  friend class internal::Engine;
+  friend class Region;
+  Snapshot(std::shared_ptr<internal::EngineLink> link, uint32_t region_id,
+           uint64_t epoch, size_t size, size_t page_size);
+
+  const std::shared_ptr<internal::EngineLink> link_;
+  const uint32_t region_id_;
+  const uint64_t epoch_;
+  const size_t size_;
+  const size_t page_size_;
+};
+
+}  // namespace upager
+
+#endif  // UPAGER_SNAPSHOT_H_

@@ -1,0 +1,76 @@
+// The public Snapshot handle and Region's snapshot methods: thin wrappers
+// that reach the Engine through its EngineLink (runtime/engine.h).
+#include "upager/snapshot.h"
+
+#include "runtime/engine.h"
+#include "runtime/region_core.h"
+#include "upager/region.h"
+
+namespace upager {
+namespace {
+
+absl::Status Gone() {
+  return absl::FailedPreconditionError(
+      "the snapshot's Runtime was destroyed");
+}
+
+}  // namespace
+
+Snapshot::Snapshot(std::shared_ptr<internal::EngineLink> link,
+                   uint32_t region_id, uint64_t epoch, size_t size,
+                   size_t page_size)
+    : link_(std::move(link)),
+      region_id_(region_id),
+      epoch_(epoch),
+      size_(size),
+      page_size_(page_size) {}
+
+Snapshot::~Snapshot() { (void)Release(); }
+
+bool Snapshot::released() const {
+  absl::ReaderMutexLock lock(&link_->mu);
+  return link_->engine == nullptr ||
+         !link_->engine->SnapshotLive(region_id_, epoch_);
+}
+
+absl::Status Snapshot::Read(size_t offset, absl::Span<std::byte> out) const {
+  absl::ReaderMutexLock lock(&link_->mu);
+  if (link_->engine == nullptr) return Gone();
+  return link_->engine->ReadSnapshot(region_id_, epoch_, offset, out);
+}
+
+absl::Status Snapshot::ForEachPage(
+    const std::function<absl::Status(uint64_t, const std::byte*)>& fn) const {
+  absl::ReaderMutexLock lock(&link_->mu);
+  if (link_->engine == nullptr) return Gone();
+  return link_->engine->ForEachSnapshotPage(region_id_, epoch_, fn);
+}
+
+absl::Status Snapshot::ForEachChangedSince(
+    const Snapshot& base, const std::function<void(uint64_t)>& fn) const {
+  if (base.link_ != link_ || base.region_id_ != region_id_ ||
+      base.epoch_ >= epoch_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Snapshot::ForEachChangedSince: base snapshot ", base.epoch_,
+        " is not an older snapshot of the same region as snapshot ", epoch_));
+  }
+  absl::ReaderMutexLock lock(&link_->mu);
+  if (link_->engine == nullptr) return Gone();
+  return link_->engine->ForEachChanged(region_id_, base.epoch_, epoch_, fn);
+}
+
+absl::Status Snapshot::Release() {
+  absl::ReaderMutexLock lock(&link_->mu);
+  if (link_->engine == nullptr) return absl::OkStatus();  // all freed
+  return link_->engine->ReleaseSnapshot(region_id_, epoch_);
+}
+
+absl::StatusOr<std::unique_ptr<Snapshot>> Region::TakeSnapshot() {
+  return core_->engine->TakeSnapshot(this);
+}
+
+absl::Status Region::Restore(const Snapshot& snapshot) {
+  return core_->engine->Restore(this, snapshot);
+}
+
+}  // namespace upager

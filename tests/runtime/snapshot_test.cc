@@ -1,0 +1,405 @@
+// Copy-on-write snapshots end to end on the real kernel: every test reads
+// bytes back and compares them with a shadow copy taken at snapshot time.
+#include "upager/snapshot.h"
+
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/runtime/paging_test_util.h"
+#include "tests/runtime/runtime_test_util.h"
+#include "tests/test_support.h"
+#include "upager/upager.h"
+
+namespace upager::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Skips (or fails under UPAGER_REQUIRE_FEATURES) when the kernel cannot
+// take snapshots; otherwise returns the snapshot.
+#define TAKE_OR_SKIP(var, region)                                         \
+  auto var##_or = (region)->TakeSnapshot();                               \
+  if (absl::IsFailedPrecondition(var##_or.status())) {                    \
+    UPAGER_SKIP_MISSING_FEATURE(var##_or.status().ToString());            \
+  }                                                                       \
+  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                        \
+  std::unique_ptr<Snapshot> var = std::move(*var##_or)
+
+// Reads the whole snapshot and checks page i against gens[i] (PageIs).
+::testing::AssertionResult SnapshotIs(const Snapshot& s,
+                                      const std::vector<uint64_t>& gens) {
+  std::vector<std::byte> buf(s.size());
+  absl::Status st = s.Read(0, absl::MakeSpan(buf));
+  if (!st.ok()) return ::testing::AssertionFailure() << st;
+  for (uint64_t p = 0; p < gens.size(); ++p) {
+    auto r = PageIs(buf.data() + p * kPage, p, gens[p]);
+    if (!r) return r << " (snapshot " << s.id() << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult RegionIs(const std::byte* base,
+                                    const std::vector<uint64_t>& gens) {
+  for (uint64_t p = 0; p < gens.size(); ++p) {
+    auto r = PageIs(base + p * kPage, p, gens[p]);
+    if (!r) return r << " (live region)";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST(SnapshotTest, PointInTimeWhileTheRegionChanges) {
+  constexpr uint64_t kPages = 2048;
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "snap"});
+  ASSERT_TRUE(region.ok()) << region.status();
+  std::byte* base = (*region)->data();
+  std::vector<uint64_t> gens(kPages, 0);
+  // Three quarters written, one eighth read-faulted (zero page), the rest
+  // never touched.
+  for (uint64_t p = 0; p < kPages * 3 / 4; ++p) {
+    FillPage(base + p * kPage, p, 1);
+    gens[p] = 1;
+  }
+  volatile std::byte sink{};
+  for (uint64_t p = kPages * 3 / 4; p < kPages * 7 / 8; ++p) {
+    sink = base[p * kPage];
+  }
+  (void)sink;
+  TAKE_OR_SKIP(snap, *region);
+  const std::vector<uint64_t> at_snapshot = gens;
+  // Rewrite everything, touched or not.
+  for (uint64_t p = 0; p < kPages; ++p) {
+    FillPage(base + p * kPage, p, 2);
+    gens[p] = 2;
+  }
+  EXPECT_TRUE(SnapshotIs(*snap, at_snapshot));
+  EXPECT_TRUE(RegionIs(base, gens));
+  const Stats s = rt->stats();
+  EXPECT_EQ(s.snapshots_taken, 1u);
+  EXPECT_EQ(s.snapshots_live, 1u);
+  // Written pages were copied; zero-mapped ones recorded as zero, untouched
+  // ones cost nothing at all.
+  EXPECT_EQ(s.snapshot_copies, kPages * 3 / 4);
+  // (Fault-around may have zero-mapped some never-touched pages too.)
+  EXPECT_GE(s.snapshot_zero_copies, kPages / 8);
+  EXPECT_LE(s.snapshot_zero_copies, kPages / 4);
+  EXPECT_EQ(s.snapshot_bytes, kPages * 3 / 4 * kPage);
+  // A partial, unaligned read.
+  std::vector<std::byte> part(kPage + 100);
+  ASSERT_TRUE(snap->Read(5 * kPage + 7, absl::MakeSpan(part)).ok());
+  for (size_t i = 0; i < part.size(); ++i) {
+    const uint64_t at = 5 * kPage + 7 + i;
+    const uint64_t page = at / kPage;
+    const uint64_t off = at % kPage;
+    const unsigned char want = off % 64 == 0 ? Byte(page, off, 1) : 0;
+    ASSERT_EQ(static_cast<unsigned char>(part[i]), want) << i;
+  }
+  ASSERT_TRUE(snap->Release().ok());
+  EXPECT_TRUE(snap->released());
+  EXPECT_EQ(rt->stats().snapshot_bytes, 0u);
+  // After the last release the region is unprotected: writes fault no more.
+  const uint64_t wp_before = SettledStats(*rt).faults_write_protect;
+  for (uint64_t p = 0; p < kPages; ++p) FillPage(base + p * kPage, p, 3);
+  EXPECT_EQ(SettledStats(*rt).faults_write_protect, wp_before);
+}
+
+TEST(SnapshotTest, ConcurrentWritersAndReaders) {
+  constexpr uint64_t kPages = 4096;
+  constexpr int kThreads = 4;
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "busy"});
+  ASSERT_TRUE(region.ok());
+  std::byte* base = (*region)->data();
+  std::vector<uint64_t> gens(kPages, 0);
+  for (uint64_t p = 0; p < kPages; p += 2) {
+    FillPage(base + p * kPage, p, 1);
+    gens[p] = 1;
+  }
+  TAKE_OR_SKIP(snap, *region);
+  // Writers rewrite random pages (each thread its own stripe, so the final
+  // content is known); a reader checks the snapshot all along.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  std::vector<std::vector<uint64_t>> final_gen(kThreads,
+                                               std::vector<uint64_t>(kPages));
+  for (int t = 0; t < kThreads; ++t) {
+    writers.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 1);
+      for (int i = 0; i < 20000; ++i) {
+        const uint64_t p = (rng() % (kPages / kThreads)) * kThreads + t;
+        const uint64_t gen = 2 + i % 5;
+        FillPage(base + p * kPage, p, gen);
+        final_gen[t][p] = gen;
+      }
+    });
+  }
+  int checks = 0;
+  std::thread reader([&] {
+    while (!stop.load()) {
+      EXPECT_TRUE(SnapshotIs(*snap, gens));
+      ++checks;
+    }
+  });
+  for (auto& w : writers) w.join();
+  stop.store(true);
+  reader.join();
+  EXPECT_GT(checks, 0);
+  EXPECT_TRUE(SnapshotIs(*snap, gens));
+  std::vector<uint64_t> now = gens;
+  for (int t = 0; t < kThreads; ++t) {
+    for (uint64_t p = t; p < kPages; p += kThreads) {
+      if (final_gen[t][p] != 0) now[p] = final_gen[t][p];
+    }
+  }
+  EXPECT_TRUE(RegionIs(base, now));
+  EXPECT_TRUE(rt->status().ok()) << rt->status();
+}
+
+TEST(SnapshotTest, OverlappingSnapshotsShareCopiesAndRestore) {
+  constexpr uint64_t kPages = 512;
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "multi"});
+  ASSERT_TRUE(region.ok());
+  std::byte* base = (*region)->data();
+  std::vector<uint64_t> g1(kPages, 0);
+  for (uint64_t p = 0; p < kPages / 2; ++p) {
+    FillPage(base + p * kPage, p, 1);
+    g1[p] = 1;
+  }
+  TAKE_OR_SKIP(s1, *region);
+  TAKE_OR_SKIP(s2, *region);  // same content as s1
+  std::vector<uint64_t> g3 = g1;
+  for (uint64_t p = 0; p < kPages; p += 3) {
+    FillPage(base + p * kPage, p, 2);
+    g3[p] = 2;
+  }
+  // Pages written once after two snapshots were copied once.
+  uint64_t written_present = 0;
+  for (uint64_t p = 0; p < kPages / 2; p += 3) ++written_present;
+  EXPECT_EQ(rt->stats().snapshot_copies, written_present);
+  TAKE_OR_SKIP(s3, *region);
+  std::vector<uint64_t> g4 = g3;
+  for (uint64_t p = 1; p < kPages; p += 4) {
+    FillPage(base + p * kPage, p, 3);
+    g4[p] = 3;
+  }
+  EXPECT_TRUE(SnapshotIs(*s1, g1));
+  EXPECT_TRUE(SnapshotIs(*s2, g1));
+  EXPECT_TRUE(SnapshotIs(*s3, g3));
+  EXPECT_TRUE(RegionIs(base, g4));
+
+  // Changed between s1 and s3: exactly the pages rewritten in between.
+  std::vector<uint64_t> changed;
+  ASSERT_TRUE(s3->ForEachChangedSince(*s1, [&](uint64_t p) {
+                  changed.push_back(p);
+                }).ok());
+  // Every rewritten page is reported; anything else reported is a page
+  // first mapped in between (fault-around) that reads zero in both.
+  std::vector<bool> reported(kPages, false);
+  for (uint64_t p : changed) reported[p] = true;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    if (p % 3 == 0) {
+      EXPECT_TRUE(reported[p]) << p;
+    } else if (reported[p]) {
+      EXPECT_EQ(g1[p], 0u) << p;
+      EXPECT_EQ(g3[p], 0u) << p;
+    }
+  }
+  EXPECT_EQ(s1->ForEachChangedSince(*s3, [](uint64_t) {}).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Releasing the middle one keeps the others whole.
+  ASSERT_TRUE(s2->Release().ok());
+  EXPECT_TRUE(SnapshotIs(*s1, g1));
+  EXPECT_TRUE(SnapshotIs(*s3, g3));
+
+  // Roll back to s1: only changed pages are rewritten; s3 keeps its view.
+  ASSERT_TRUE((*region)->Restore(*s1).ok());
+  EXPECT_TRUE(RegionIs(base, g1));
+  EXPECT_TRUE(SnapshotIs(*s3, g3));
+  EXPECT_TRUE(SnapshotIs(*s1, g1));
+  EXPECT_GT(rt->stats().restore_pages, 0u);
+  EXPECT_LE(rt->stats().restore_pages, kPages);
+  // And forward again to s3.
+  ASSERT_TRUE((*region)->Restore(*s3).ok());
+  EXPECT_TRUE(RegionIs(base, g3));
+
+  ASSERT_TRUE(s1->Release().ok());
+  ASSERT_TRUE(s3->Release().ok());
+  EXPECT_EQ(rt->stats().snapshot_bytes, 0u);
+  EXPECT_EQ(rt->stats().snapshots_live, 0u);
+}
+
+TEST(SnapshotTest, SwappedOutPagesUnderABudget) {
+  constexpr uint64_t kPages = 4096;  // 16 MiB through a 4 MiB budget
+  RuntimeOptions o;
+  o.resident_budget_bytes = 1024 * kPage;
+  o.swap.store = MemoryStore(3 * kPages * kPage);
+  auto rt = MakeRuntime(o);
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "paged"});
+  ASSERT_TRUE(region.ok());
+  std::byte* base = (*region)->data();
+  std::vector<uint64_t> g1(kPages);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    FillPage(base + p * kPage, p, 1);
+    g1[p] = 1;
+  }
+  ASSERT_GT(rt->stats().pages_swapped_out, 0u);
+  TAKE_OR_SKIP(snap, *region);
+  std::vector<uint64_t> g2 = g1;
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 6000; ++i) {
+    const uint64_t p = rng() % kPages;
+    g2[p] = 2 + i % 3;
+    FillPage(base + p * kPage, p, g2[p]);
+  }
+  EXPECT_TRUE(SnapshotIs(*snap, g1));
+  EXPECT_TRUE(RegionIs(base, g2));
+  const Stats s = rt->stats();
+  EXPECT_GT(s.snapshot_slot_copies + s.snapshot_copies, 0u);
+  // Roll back with much of the region swapped out.
+  ASSERT_TRUE((*region)->Restore(*snap).ok());
+  EXPECT_TRUE(RegionIs(base, g1));
+  ASSERT_TRUE(snap->Release().ok());
+  EXPECT_TRUE(RegionIs(base, g1));
+  EXPECT_TRUE(rt->status().ok()) << rt->status();
+}
+
+TEST(SnapshotTest, ForEachPageReportsZeroPagesWithoutCopies) {
+  constexpr uint64_t kPages = 64;
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "iter"});
+  ASSERT_TRUE(region.ok());
+  std::byte* base = (*region)->data();
+  for (uint64_t p = 0; p < kPages; p += 4) FillPage(base + p * kPage, p, 1);
+  TAKE_OR_SKIP(snap, *region);
+  for (uint64_t p = 0; p < kPages; ++p) FillPage(base + p * kPage, p, 9);
+  uint64_t seen = 0;
+  ASSERT_TRUE(snap->ForEachPage([&](uint64_t p, const std::byte* bytes)
+                                    -> absl::Status {
+                    EXPECT_EQ(p, seen++);
+                    if (p % 4 == 0) {
+                      EXPECT_NE(bytes, nullptr) << p;
+                      if (bytes != nullptr) {
+                        EXPECT_TRUE(PageIs(bytes, p, 1));
+                      }
+                    } else {
+                      EXPECT_EQ(bytes, nullptr) << p;
+                    }
+                    return absl::OkStatus();
+                  }).ok());
+  EXPECT_EQ(seen, kPages);
+  // A callback error stops the walk and comes back.
+  EXPECT_EQ(snap->ForEachPage([](uint64_t p, const std::byte*) {
+                  return p == 3 ? absl::CancelledError("stop") : absl::OkStatus();
+                }).code(),
+            absl::StatusCode::kCancelled);
+}
+
+TEST(SnapshotTest, RawDiscardIsReportedAndAdviseDiscardIsCopiedFirst) {
+  constexpr uint64_t kPages = 32;
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "discard"});
+  ASSERT_TRUE(region.ok());
+  std::byte* base = (*region)->data();
+  std::vector<uint64_t> g(kPages);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    FillPage(base + p * kPage, p, 1);
+    g[p] = 1;
+  }
+  TAKE_OR_SKIP(snap, *region);
+  // Through upager: the bytes are copied aside before they go.
+  ASSERT_TRUE(rt->Advise(*region, 0, 4 * kPage, Runtime::Advice::kDontNeed).ok());
+  EXPECT_TRUE(SnapshotIs(*snap, g));
+  for (uint64_t p = 0; p < 4; ++p) EXPECT_TRUE(PageIs(base + p * kPage, p, 0));
+  // Raw madvise: the kernel drops them before upager hears of it.
+  ASSERT_EQ(madvise(base + 8 * kPage, kPage, MADV_DONTNEED), 0);
+  (void)rt->stats();  // applies the event
+  std::vector<std::byte> buf(kPage);
+  absl::Status lost = snap->Read(8 * kPage, absl::MakeSpan(buf));
+  EXPECT_EQ(lost.code(), absl::StatusCode::kDataLoss) << lost;
+  EXPECT_THAT(std::string(lost.message()), HasSubstr("page 8"));
+  EXPECT_EQ(rt->stats().snapshot_lost_pages, 1u);
+  // Every other page still reads right.
+  ASSERT_TRUE(snap->Read(9 * kPage, absl::MakeSpan(buf)).ok());
+  EXPECT_TRUE(PageIs(buf.data(), 9, 1));
+}
+
+TEST(SnapshotTest, BadInputGetsAClearStatusAndLeavesTheRegionAlone) {
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  auto a = rt->Map({.size = 16 * kPage, .name = "a"});
+  auto b = rt->Map({.size = 16 * kPage, .name = "b"});
+  auto c = rt->Map({.size = 32 * kPage, .name = "c"});
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  FillPage((*a)->data(), 0, 1);
+  FillPage((*b)->data(), 0, 4);
+  TAKE_OR_SKIP(snap, *a);
+  absl::Status s = (*c)->Restore(*snap);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'c'"));
+  s = (*b)->Restore(*snap);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(PageIs((*b)->data(), 0, 4));
+  std::vector<std::byte> buf(2 * kPage);
+  s = snap->Read(15 * kPage, absl::MakeSpan(buf));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("61440"));
+  FillPage((*a)->data(), 0, 2);
+  ASSERT_TRUE(snap->Release().ok());
+  ASSERT_TRUE(snap->Release().ok());  // idempotent
+  s = (*a)->Restore(*snap);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("released"));
+  EXPECT_TRUE(PageIs((*a)->data(), 0, 2));
+  s = snap->Read(0, absl::MakeSpan(buf));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+
+  // Unmapped region, destroyed runtime: FailedPrecondition, no crash.
+  TAKE_OR_SKIP(of_b, *b);
+  ASSERT_TRUE(rt->Unmap(*b).ok());
+  EXPECT_EQ(of_b->Read(0, absl::MakeSpan(buf)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  TAKE_OR_SKIP(of_a, *a);
+  rt.reset();
+  EXPECT_EQ(of_a->Read(0, absl::MakeSpan(buf)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(of_a->released());
+  EXPECT_TRUE(of_a->Release().ok());
+}
+
+TEST(SnapshotTest, SequentialWritesCopyInRuns) {
+  constexpr uint64_t kPages = 8192;  // 32 MiB
+  auto rt = MakeRuntime();
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "seq"});
+  ASSERT_TRUE(region.ok());
+  std::byte* base = (*region)->data();
+  for (uint64_t p = 0; p < kPages; ++p) FillPage(base + p * kPage, p, 1);
+  TAKE_OR_SKIP(snap, *region);
+  const uint64_t wp_before = SettledStats(*rt).faults_write_protect;
+  for (uint64_t p = 0; p < kPages; ++p) FillPage(base + p * kPage, p, 2);
+  const Stats s = SettledStats(*rt);
+  // Copy-around: far fewer faults than pages.
+  EXPECT_LT(s.faults_write_protect - wp_before, kPages / 16);
+  EXPECT_EQ(s.snapshot_copies, kPages);
+  std::vector<uint64_t> g1(kPages, 1);
+  EXPECT_TRUE(SnapshotIs(*snap, g1));
+}
+
+}  // namespace
+}  // namespace upager::testing
