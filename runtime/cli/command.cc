@@ -29,10 +29,15 @@ bool IsHelp(absl::string_view arg) {
          arg == "--helpfull";
 }
 
-// Whether `flag` is defined in the command's file. absl reports a flag's
-// file with leading slashes removed (its default filename normalization),
-// so both sides are compared without them.
+// Whether `flag` is defined in the command's file or is one of its
+// shared_flags. absl reports a flag's file with leading slashes removed
+// (its default filename normalization), so both sides are compared
+// without them.
 bool BelongsTo(const absl::CommandLineFlag& flag, const Command& c) {
+  if (flag.IsRetired()) return false;
+  for (const std::string& shared : c.shared_flags) {
+    if (absl::string_view(shared) == flag.Name()) return true;
+  }
   absl::string_view mine = c.flags_file;
   while (absl::ConsumePrefix(&mine, "/")) {
   }
@@ -40,7 +45,7 @@ bool BelongsTo(const absl::CommandLineFlag& flag, const Command& c) {
   absl::string_view t = theirs;
   while (absl::ConsumePrefix(&t, "/")) {
   }
-  return !flag.IsRetired() && t == mine;
+  return t == mine;
 }
 
 // The command's flags, sorted by name.

@@ -13,6 +13,7 @@
 // and is added to the `upager_cli` sources in runtime/cli/CMakeLists.txt.
 // A flag belongs to the subcommand whose file defines it: `upager probe
 // --verbose` is an unknown flag even though the binary knows --verbose.
+// A command can also accept another file's flag by name (shared_flags).
 // `upager <name> --help` is generated from the usage text and the flags.
 //
 // Exit codes shared by every subcommand: kExitOk, kExitFailure (the command
@@ -46,6 +47,11 @@ struct Command {
   // Runs with the flags of its file already set; `args` are the positional
   // arguments. Returns the process exit code.
   int (*run)(const std::vector<std::string>& args) = nullptr;
+  // Flags this command accepts although another command's file defines
+  // them, by name (e.g. {"format"}). absl flag names are process-wide, so
+  // two files cannot both define --format; the second command declares the
+  // first one's (ABSL_DECLARE_FLAG) and lists it here.
+  std::vector<std::string> shared_flags;
   // Set by UPAGER_CLI_COMMAND: the file whose ABSL_FLAGs are this
   // command's flags.
   const char* flags_file = nullptr;
