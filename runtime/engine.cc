@@ -188,6 +188,24 @@ Engine::~Engine() {
   }
   const bool child = InForkChild();
   if (service_ != nullptr) ForkGuard::Unregister(this);
+  {
+    std::vector<RegionCore*> cores;
+    {
+      absl::ReaderMutexLock lock(&map_mu_);
+      for (auto& [region, core] : regions_) cores.push_back(core.get());
+    }
+    for (RegionCore* core : cores) {
+      StopPrefetch(core);
+      // A snapshot-mapped region that outlives the Runtime must hold its
+      // bytes: fill what was never touched from the file while the
+      // service can still fill.
+      if (!child && !options_.unmap_regions_on_destroy &&
+          core->snapshot_source != nullptr) {
+        if (paging_ != nullptr) paging_->budget.SetBlocked(true);
+        PrefetchLoop(core, /*until_done=*/true);
+      }
+    }
+  }
   if (paging_ != nullptr) {
     if (child) {
       if (paging_->evictor.joinable()) paging_->evictor.detach();
@@ -223,6 +241,7 @@ Engine::~Engine() {
     if (core->source != nullptr) {
       (void)os::Unmap(const_cast<std::byte*>(core->source), core->size);
     }
+    UnmapSnapshotSource(core.get());
     delete region;
   }
   regions_.clear();
@@ -230,7 +249,8 @@ Engine::~Engine() {
                   RuntimeOptions::kMaxFaultAroundPages * page_size_);
 }
 
-absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
+absl::StatusOr<Region*> Engine::Map(
+    const RegionOptions& o, std::unique_ptr<SnapshotSource> snapshot_source) {
   if (InForkChild()) {
     return absl::FailedPreconditionError(
         "Runtime::Map called in a fork() child; a Runtime serves only the "
@@ -317,6 +337,7 @@ absl::StatusOr<Region*> Engine::Map(const RegionOptions& o) {
       base, o.size, page_size_, fault_around,
       std::max(fault_around, options_.fault_around_max_pages));
   core->source = static_cast<const std::byte*>(source.addr);
+  core->snapshot_source = std::move(snapshot_source);
   auto* region = new Region(static_cast<std::byte*>(mem), o.size, page_size_,
                             o.name, core.get());
   core->region = region;
@@ -381,6 +402,7 @@ absl::Status Engine::Unmap(Region* region) {
     intervals = map_.EraseOwner(core.get());
   }
   absl::Status result;
+  StopPrefetch(core.get());
   for (const auto& iv : intervals) {
     // Unregister before munmap: munmap of a registered range would wait for
     // its UNMAP event to be read, and a fill racing with us now fails with
@@ -416,6 +438,7 @@ absl::Status Engine::Unmap(Region* region) {
   if (core->source != nullptr) {
     (void)os::Unmap(const_cast<std::byte*>(core->source), core->size);
   }
+  UnmapSnapshotSource(core.get());
   delete region;
   return result;
 }

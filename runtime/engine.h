@@ -74,6 +74,7 @@
 #include "runtime/os/wakeup.h"
 #include "runtime/page_arena.h"
 #include "runtime/region_core.h"
+#include "runtime/snapshot_source.h"
 #include "upager/backing_store.h"
 #include "upager/options.h"
 #include "upager/region.h"
@@ -98,7 +99,13 @@ class Engine final : public FaultService::Handler {
       const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd = nullptr);
   ~Engine() override;
 
-  absl::StatusOr<Region*> Map(const RegionOptions& options);
+  // `snapshot_source`: the region fills from a saved snapshot
+  // (MapSnapshot).
+  absl::StatusOr<Region*> Map(
+      const RegionOptions& options,
+      std::unique_ptr<SnapshotSource> snapshot_source = nullptr);
+  absl::StatusOr<Region*> MapSnapshot(const std::string& path,
+                                      const MapSnapshotOptions& options);
   absl::Status Unmap(Region* region);
   Region* FindRegion(const void* addr) const;
   absl::Status Advise(Region* region, size_t offset, size_t length,
@@ -130,6 +137,11 @@ class Engine final : public FaultService::Handler {
                               uint64_t epoch,
                               const std::function<void(uint64_t)>& fn);
   absl::Status ReleaseSnapshot(uint32_t region_id, uint64_t epoch);
+  // Writes snapshot `epoch` to `path`: full, or (base_path non-empty) the
+  // pages changed since snapshot `base_epoch`, saved at base_path.
+  absl::Status SaveSnapshot(uint32_t region_id, uint64_t epoch,
+                            const std::string& path, uint64_t base_epoch,
+                            const std::string& base_path);
   bool SnapshotLive(uint32_t region_id, uint64_t epoch);
 
  private:
@@ -286,6 +298,14 @@ class Engine final : public FaultService::Handler {
   // alone) for a zero page.
   absl::Status ReadSnapshotPage(RegionCore* core, uint64_t epoch,
                                 PageIndex page, std::byte* out, bool* zero);
+
+  // snapshot_files.cc
+  // Fills absent pages of a snapshot-mapped region from its file in the
+  // background (MapSnapshotOptions::prefetch).
+  // until_done: ignore the stop flag and the budget (~Engine).
+  void PrefetchLoop(RegionCore* core, bool until_done);
+  void StopPrefetch(RegionCore* core);
+  void UnmapSnapshotSource(RegionCore* core);
 
   // app_events.cc
   void HandleRemove(uintptr_t start, uintptr_t end);

@@ -128,7 +128,18 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // Frames for the fill: a private fill (write fault or file) needs one per
   // page under a budget; the shared zero page needs none. No frame: the
   // fault waits (deferred) while the evictor frees some.
-  const bool from_file = t.core->source != nullptr;
+  // A region mapped from a saved snapshot fills from the snapshot file's
+  // run that holds the page: its data, or private zero pages for a zero run.
+  const SnapshotSource* const snap_src = t.core->snapshot_source.get();
+  ResolvedRun run;
+  if (snap_src != nullptr) run = snap_src->chain.RunAt(t.page.value());
+  const std::byte* const file_src =
+      t.core->source != nullptr
+          ? t.core->source + t.page.value() * page_size_
+      : snap_src != nullptr && run.file != nullptr
+          ? snap_src->Bytes(run) + (t.page.value() - run.first_page) * page_size_
+          : nullptr;
+  const bool from_file = file_src != nullptr;
   const bool private_fill = e.write || from_file;
   const uint32_t want = t.core->fault_around.WindowFor(t.page);
   const uint64_t frames = private_fill ? ReserveFrames(want) : 0;
@@ -163,7 +174,10 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   }
 
   // Fault-around: claim the absent pages that follow, up to the window.
-  const uint64_t limit = std::min<uint64_t>(t.page_limit, t.core->pages);
+  uint64_t limit = std::min<uint64_t>(t.page_limit, t.core->pages);
+  if (snap_src != nullptr) {
+    limit = std::min<uint64_t>(limit, run.first_page + run.count);
+  }
   const PageRange window = FaultAroundWindow(
       t.page, limit, window_pages, [&](PageIndex p) {
         if (p == t.page) return true;
@@ -171,7 +185,28 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
         return table.CompareExchange(p, &absent,
                                      PageEntry::Of(PageState::kFilling));
       });
-  const uint64_t n = window.count;
+  uint64_t n = window.count;
+  if (snap_src != nullptr && run.file != nullptr) {
+    // Never serve bytes that fail their checksum: the faulting page gets
+    // SIGBUS (a read error, as the kernel reports one); a bad page later
+    // in the window just ends the window, and faults on its own.
+    for (uint64_t i = 0; i < n; ++i) {
+      absl::Status v =
+          run.file->VerifyPage(t.page.value() + i, file_src + i * page_size_);
+      if (v.ok()) continue;
+      for (uint64_t j = i; j < n; ++j) {
+        (void)table.Set(t.page + j, j == 0 ? prev : PageEntry());
+      }
+      n = i;
+      if (i == 0) {
+        RecordError(v);
+        ReleaseFrames(frames);
+        ReleaseWithFailure(addr);
+        return Served::kDone;
+      }
+      break;
+    }
+  }
   const uint64_t len = n * page_size_;
   // Record the stream before the fill: the fill wakes the faulting thread,
   // whose next fault (the next page of a sequential stream) may be read by
@@ -185,8 +220,8 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // page, which costs no memory until written, exactly as the kernel does
   // for anonymous memory.
   const os::UffdResult r =
-      from_file ? uffd_->Copy(addr, t.core->source + t.page.value() * page_size_,
-                              len, /*wake=*/true, /*write_protect=*/false)
+      from_file ? uffd_->Copy(addr, file_src, len, /*wake=*/true,
+                              /*write_protect=*/false)
       : e.write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/true,
                               /*write_protect=*/false)
                 : uffd_->ZeroPage(addr, len, /*wake=*/true);

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -19,6 +20,7 @@
 #include "pager/fault_around.h"
 #include "pager/page_table.h"
 #include "pager/snapshot_book.h"
+#include "runtime/snapshot_source.h"
 
 namespace upager {
 class Region;
@@ -67,6 +69,9 @@ class RegionCore {
   // whose byte 0 is the region's byte 0; fills copy from it. nullptr for
   // zero-filled regions. Owned: unmapped with the region.
   const std::byte* source = nullptr;
+  // Regions mapped from a saved snapshot: set once by MapSnapshot before
+  // the region is handed out; owned, unmapped with the region.
+  std::unique_ptr<SnapshotSource> snapshot_source;
 
   uint32_t id = 0;  // for the eviction policy; set once by Map
   std::atomic<int64_t> resident{0};     // pages in kResident or kEvicting
@@ -75,6 +80,18 @@ class RegionCore {
   std::atomic<int64_t> io_inflight{0};  // store I/Os naming this region
   Region* region = nullptr;             // the public handle; set once by Map
   Engine* engine = nullptr;             // set once by Map
+};
+
+// Pins snapshot readers of a region (see RegionCore::snap_readers).
+class ReaderPin {
+ public:
+  explicit ReaderPin(RegionCore* core) : core_(core) { ++core_->snap_readers; }
+  ~ReaderPin() { --core_->snap_readers; }
+  ReaderPin(const ReaderPin&) = delete;
+  ReaderPin& operator=(const ReaderPin&) = delete;
+
+ private:
+  RegionCore* const core_;
 };
 
 }  // namespace upager::internal

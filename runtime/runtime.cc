@@ -24,6 +24,11 @@ absl::StatusOr<Region*> Runtime::Map(const RegionOptions& options) {
 
 absl::Status Runtime::Unmap(Region* region) { return engine_->Unmap(region); }
 
+absl::StatusOr<Region*> Runtime::MapSnapshot(
+    const std::string& path, const MapSnapshotOptions& options) {
+  return engine_->MapSnapshot(path, options);
+}
+
 absl::Status Runtime::Advise(Region* region, size_t offset, size_t length,
                              Advice advice) {
   return engine_->Advise(region, offset, length, advice);

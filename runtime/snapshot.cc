@@ -2,6 +2,7 @@
 // that reach the Engine through its EngineLink (runtime/engine.h).
 #include "upager/snapshot.h"
 
+#include "absl/strings/str_cat.h"
 #include "runtime/engine.h"
 #include "runtime/region_core.h"
 #include "upager/region.h"
@@ -57,6 +58,40 @@ absl::Status Snapshot::ForEachChangedSince(
   absl::ReaderMutexLock lock(&link_->mu);
   if (link_->engine == nullptr) return Gone();
   return link_->engine->ForEachChanged(region_id_, base.epoch_, epoch_, fn);
+}
+
+absl::Status Snapshot::SaveTo(const std::string& path,
+                              const Snapshot* base) const {
+  std::string base_path;
+  if (base != nullptr) {
+    if (base->link_ != link_ || base->region_id_ != region_id_ ||
+        base->epoch_ >= epoch_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Snapshot::SaveTo: base snapshot ", base->epoch_,
+          " is not an older snapshot of the same region as snapshot ",
+          epoch_));
+    }
+    base_path = base->saved_path();
+    if (base_path.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "Snapshot::SaveTo: base snapshot ", base->epoch_,
+          " was never saved; save it first (a delta names its base file)"));
+    }
+  }
+  absl::ReaderMutexLock lock(&link_->mu);
+  if (link_->engine == nullptr) return Gone();
+  absl::Status s = link_->engine->SaveSnapshot(
+      region_id_, epoch_, path, base != nullptr ? base->epoch_ : 0, base_path);
+  if (s.ok()) {
+    absl::MutexLock save_lock(&save_mu_);
+    saved_path_ = path;
+  }
+  return s;
+}
+
+std::string Snapshot::saved_path() const {
+  absl::MutexLock lock(&save_mu_);
+  return saved_path_;
 }
 
 absl::Status Snapshot::Release() {

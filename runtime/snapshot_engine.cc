@@ -51,18 +51,6 @@ bool AllZero(const std::byte* p, size_t n) {
   return true;
 }
 
-// Pins snapshot readers of a region (see RegionCore::snap_readers).
-class ReaderPin {
- public:
-  explicit ReaderPin(RegionCore* core) : core_(core) { ++core_->snap_readers; }
-  ~ReaderPin() { --core_->snap_readers; }
-  ReaderPin(const ReaderPin&) = delete;
-  ReaderPin& operator=(const ReaderPin&) = delete;
-
- private:
-  RegionCore* const core_;
-};
-
 }  // namespace
 
 absl::Status Engine::StartSnapshots() {

@@ -129,6 +129,18 @@ struct RegionOptions {
   uint64_t source_offset = 0;
 };
 
+// Runtime::MapSnapshot: a region whose pages come from a saved snapshot.
+struct MapSnapshotOptions {
+  // size 0 (the default) takes the snapshot's size; any other value must
+  // equal it. source_path must stay empty: the snapshot is the source.
+  RegionOptions region;
+  // Fill the region from the file in the background (one thread, batches
+  // of 64 pages, stopping at the high watermark of a resident budget), so
+  // later touches find their pages present. Off: pages fill on first
+  // touch only.
+  bool prefetch = false;
+};
+
 }  // namespace upager
 
 #endif  // UPAGER_OPTIONS_H_

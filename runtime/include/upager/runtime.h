@@ -17,6 +17,7 @@
 #define UPAGER_RUNTIME_H_
 
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -57,6 +58,20 @@ class Runtime {
   // finish any fault they were serving on it. NotFound if `region` is not a
   // live region of this Runtime.
   absl::Status Unmap(Region* region);
+
+  // Maps a snapshot saved with Snapshot::SaveTo (a full file, or the newest
+  // delta of a chain: its bases are found next to it, as recorded) into a
+  // new region, in this process or another. Pages fill lazily on first
+  // touch from the file (page cache, no copy of the whole image), each
+  // checked against its checksum first: a corrupt page is never served,
+  // the touching thread gets SIGBUS and status() names the page. Writes stay
+  // in memory (the files are never modified). Errors: NotFound for a
+  // missing file or base; DataLoss for a truncated or corrupt header or
+  // metadata; InvalidArgument for another format version, page size, or a
+  // RegionOptions.size that differs; FailedPrecondition for a base that is
+  // not the one the delta was saved against. Nothing is mapped on error.
+  absl::StatusOr<Region*> MapSnapshot(const std::string& path,
+                                      const MapSnapshotOptions& options = {});
 
   // Access-pattern hints for a region, like madvise(2).
   enum class Advice {

@@ -43,7 +43,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 
 namespace upager {
@@ -89,6 +91,21 @@ class Snapshot {
   absl::Status ForEachChangedSince(
       const Snapshot& base, const std::function<void(uint64_t page)>& fn) const;
 
+  // Saves the snapshot to `path` in upager's versioned snapshot format
+  // (per-page CRC32C checksums; see backing/snapshot_file.h), readable by
+  // Runtime::MapSnapshot in any process. With `base` (an older live
+  // snapshot of the same region, saved earlier by this object's SaveTo),
+  // writes only the pages changed since it: a delta whose chain is base
+  // file + delta. Writes through io_uring while the application keeps
+  // running. The file appears (atomically renamed) only when complete; on
+  // any error nothing is left at `path` that looks like a snapshot, and an
+  // existing file there is untouched. FailedPrecondition if `base` was
+  // never saved; errors as for Read otherwise, or the file system's.
+  absl::Status SaveTo(const std::string& path,
+                      const Snapshot* base = nullptr) const;
+  // Where SaveTo last wrote this snapshot ("" if never).
+  std::string saved_path() const;
+
   // Frees the copies only this snapshot needed. Idempotent. When the
   // region's last snapshot goes, its pages are un-protected again.
   absl::Status Release();
@@ -100,6 +117,8 @@ class Snapshot {
            uint64_t epoch, size_t size, size_t page_size);
 
   const std::shared_ptr<internal::EngineLink> link_;
+  mutable absl::Mutex save_mu_;
+  mutable std::string saved_path_ ABSL_GUARDED_BY(save_mu_);
   const uint32_t region_id_;
   const uint64_t epoch_;
   const size_t size_;
