@@ -131,6 +131,15 @@ bool SnapshotBook::Replace(uint64_t page, CopyRef from, CopyRef to) {
   return false;
 }
 
+bool SnapshotBook::Holds(uint64_t page, CopyRef ref) const {
+  auto it = versions_.find(page);
+  if (it == versions_.end()) return false;
+  for (const Version& v : it->second) {
+    if (v.ref == ref) return true;
+  }
+  return false;
+}
+
 void SnapshotBook::ForEachChanged(Epoch from, Epoch to,
                                   absl::FunctionRef<void(uint64_t)> fn) const {
   std::vector<uint64_t> pages;

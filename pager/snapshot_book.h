@@ -106,6 +106,8 @@ class SnapshotBook {
   // Re-points the version of `page` that holds `from` (a copy spilled from
   // memory to a slot). False if no version holds it any more.
   bool Replace(uint64_t page, CopyRef from, CopyRef to);
+  // Whether some version of `page` holds `ref`.
+  bool Holds(uint64_t page, CopyRef ref) const;
 
   // Calls fn(page) for every page whose content at `to` may differ from its
   // content at `from` (from < to, both live): written or dropped between

@@ -60,6 +60,7 @@ struct Counters {
   Counter copies_slot;       // versions that took over a swap slot
   Counter pages_lost;        // discarded by the application while needed
   Counter copies_deferred;   // copy-on-write put-backs retried after EAGAIN
+  Counter copies_spilled;    // copies moved from memory to the store
   Counter restore_pages;
   Counter save_bytes;
   Counter save_ns;

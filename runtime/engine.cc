@@ -417,6 +417,7 @@ absl::Status Engine::Unmap(Region* region) {
   // finish before its memory and metadata go.
   while (core->io_inflight.load() > 0) {
     DrainCompletions();
+    FreeSpilledMemory();  // spilled copies pin their region
     absl::SleepFor(absl::Microseconds(50));
   }
   if (snaps_ != nullptr) {
@@ -671,6 +672,7 @@ Stats Engine::stats() const {
   s.snapshot_zero_copies = c.copies_zero.Get();
   s.snapshot_slot_copies = c.copies_slot.Get();
   s.snapshot_lost_pages = c.pages_lost.Get();
+  s.snapshot_spilled_copies = c.copies_spilled.Get();
   s.restore_pages = c.restore_pages.Get();
   s.snapshot_pause = ToSummary(c.snapshot_pause);
   if (snaps_ != nullptr) s.snapshot_bytes = snaps_->pool.in_use() * page_size_;

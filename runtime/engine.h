@@ -52,6 +52,7 @@
 
 #include <cstdint>
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -171,8 +172,10 @@ class Engine final : public FaultService::Handler {
     // the completion's errno; no page is filled.
     std::atomic<int>* sync_result = nullptr;
   };
-  // Store request tags: reads carry this bit over their buffer index.
+  // Store request tags: reads carry this bit over their buffer index,
+  // spills of snapshot copies this one over their SpillOp index.
   static constexpr uint64_t kReadTagBit = 1ull << 62;
+  static constexpr uint64_t kSpillTagBit = 1ull << 60;
   // Everything paging needs; null when the Runtime has no budget.
   struct Paging {
     Paging(uint64_t budget_pages, uint32_t high, uint32_t low)
@@ -286,6 +289,14 @@ class Engine final : public FaultService::Handler {
   // Reads a store slot from an application thread (reaps completions
   // itself). FailedPrecondition without paging.
   absl::Status ReadSlot(uint64_t slot, std::byte* out);
+  // Writes up to `n` snapshot copies from memory to store slots (the
+  // evictor: copies are the coldest pages there are). Returns how many
+  // writes it started.
+  size_t SpillCopies(size_t n);
+  void OnSpillDone(uint64_t index, int error);
+  // Frees the memory of spilled copies once no snapshot read can be
+  // copying from it.
+  void FreeSpilledMemory();
   // Copy-on-write put-backs that hit EAGAIN, retried after the next read.
   void RetryPendingFills();
   // Looks up a live region by id and pins it (io_inflight) until Unpin.
@@ -350,6 +361,22 @@ class Engine final : public FaultService::Handler {
     absl::Mutex pending_mu;
     std::vector<PendingFill> pending ABSL_GUARDED_BY(pending_mu);
     std::atomic<bool> pending_any{false};
+    // Spilling copies to the store (with a budget): candidates in the
+    // order they were made (oldest first), writes in flight, and memory
+    // waiting for readers to finish.
+    struct Spill {
+      uint32_t region_id = 0;
+      RegionCore* core = nullptr;  // pinned while in flight / waiting
+      uint64_t page = 0;
+      uint64_t handle = 0;  // pool frame
+      uint64_t slot = 0;
+    };
+    absl::Mutex spill_mu;
+    std::deque<Spill> spill_queue ABSL_GUARDED_BY(spill_mu);
+    std::vector<Spill> spill_ops ABSL_GUARDED_BY(spill_mu);
+    std::vector<uint64_t> spill_free_ops ABSL_GUARDED_BY(spill_mu);
+    std::vector<Spill> spilled ABSL_GUARDED_BY(spill_mu);
+    std::atomic<int64_t> spills_inflight{0};
   };
   std::unique_ptr<Snapshots> snaps_;
   std::string snapshots_missing_;

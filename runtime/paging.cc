@@ -229,8 +229,10 @@ void Engine::EvictorLoop() {
       // Progress is pages that left memory, not frames in use: faults may
       // take frames as fast as eviction frees them.
       auto evicted = [&] {
-        return counters_.pages_swapped_out.Get() + counters_.clean_drops.Get();
+        return counters_.pages_swapped_out.Get() + counters_.clean_drops.Get() +
+               counters_.copies_spilled.Get();
       };
+      FreeSpilledMemory();
       const uint64_t before = evicted();
       // Only as many victims as take the budget back to the low watermark:
       // a fixed batch would overshoot, evicting pages (and spending I/O)
@@ -238,10 +240,17 @@ void Engine::EvictorLoop() {
       const uint64_t used = p.budget.used();
       const uint64_t excess = used > p.budget.low() ? used - p.budget.low() : 0;
       if (excess == 0) break;
+      // Snapshot copies go first: nothing reads them on the fast path.
+      const size_t batch = std::min<uint64_t>(kEvictBatch, excess);
+      const size_t spills = SpillCopies(batch);
       const size_t started =
-          EvictBatch(std::min<uint64_t>(kEvictBatch, excess));
+          spills + (spills < batch ? EvictBatch(batch - spills) : 0);
       // Let the round's writes complete before judging it.
-      for (int i = 0; i < 100 && p.staging->in_use() > 0; ++i) {
+      auto in_flight = [&] {
+        return p.staging->in_use() > 0 ||
+               (snaps_ != nullptr && snaps_->spills_inflight.load() > 0);
+      };
+      for (int i = 0; i < 100 && in_flight(); ++i) {
         BackingStore::Completion c[64];
         HandleCompletions(absl::MakeConstSpan(
             c, p.store->Wait(absl::MakeSpan(c), absl::Milliseconds(1))));
@@ -254,7 +263,7 @@ void Engine::EvictorLoop() {
         continue;
       }
       // Writes still in flight: the store is slow, not stuck.
-      if (p.staging->in_use() > 0) continue;
+      if (in_flight()) continue;
       // Nothing freed: nothing evictable, the store full, or every write
       // failing. After a few such rounds, let faults proceed over budget
       // (counted) instead of waiting forever.
@@ -360,7 +369,9 @@ size_t Engine::EvictBatch(size_t n) {
 void Engine::HandleCompletions(
     absl::Span<const BackingStore::Completion> done) {
   for (const BackingStore::Completion& c : done) {
-    if (c.tag & kReadTagBit) {
+    if (c.tag & kSpillTagBit) {
+      OnSpillDone(c.tag & ~kSpillTagBit, c.error);
+    } else if (c.tag & kReadTagBit) {
       OnReadDone(static_cast<int>(c.tag & ~kReadTagBit), c.error);
     } else {
       OnWriteDone(static_cast<int>(c.tag), c.error);

@@ -121,6 +121,10 @@ bool Engine::CaptureOrFree(RegionCore* core, PageIndex page, CopyRef ref) {
     FreeCopies({ref});
     return false;
   }
+  if (ref.kind == CopyRef::Kind::kMemory && paging_ != nullptr) {
+    absl::MutexLock lock(&snaps_->spill_mu);
+    snaps_->spill_queue.push_back({core->id, nullptr, page.value(), ref.handle});
+  }
   switch (ref.kind) {
     case CopyRef::Kind::kMemory: counters_.copies_memory.Add(); break;
     case CopyRef::Kind::kZero: counters_.copies_zero.Add(); break;
@@ -313,6 +317,114 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
     }
   }
   return moved;
+}
+
+size_t Engine::SpillCopies(size_t n) {
+  if (snaps_ == nullptr || paging_ == nullptr) return 0;
+  Snapshots& sn = *snaps_;
+  std::vector<BackingStore::Request> writes;
+  while (writes.size() < n) {
+    Snapshots::Spill s;
+    {
+      absl::MutexLock lock(&sn.spill_mu);
+      if (sn.spill_queue.empty()) break;
+      s = sn.spill_queue.front();
+      sn.spill_queue.pop_front();
+    }
+    s.core = PinRegion(s.region_id);
+    if (s.core == nullptr) continue;  // unmapped: its copies are gone
+    bool held;
+    {
+      absl::MutexLock lock(&s.core->book_mu);
+      held = s.core->book.Holds(s.page, {CopyRef::Kind::kMemory, s.handle});
+    }
+    if (!held) {  // released since
+      Unpin(s.core);
+      continue;
+    }
+    absl::StatusOr<uint64_t> slot = paging_->store->AllocateSlot();
+    if (!slot.ok()) {
+      Unpin(s.core);
+      absl::MutexLock lock(&sn.spill_mu);
+      sn.spill_queue.push_front({s.region_id, nullptr, s.page, s.handle});
+      break;
+    }
+    s.slot = *slot;
+    uint64_t index;
+    {
+      absl::MutexLock lock(&sn.spill_mu);
+      if (sn.spill_free_ops.empty()) {
+        index = sn.spill_ops.size();
+        sn.spill_ops.push_back(s);
+      } else {
+        index = sn.spill_free_ops.back();
+        sn.spill_free_ops.pop_back();
+        sn.spill_ops[index] = s;
+      }
+    }
+    writes.push_back({BackingStore::Request::Op::kWrite, s.slot,
+                      sn.pool.page(s.handle), kSpillTagBit | index});
+  }
+  if (writes.empty()) return 0;
+  sn.spills_inflight.fetch_add(static_cast<int64_t>(writes.size()));
+  if (absl::Status st = paging_->store->Submit(writes); !st.ok()) {
+    RecordError(st);
+    for (const auto& w : writes) OnSpillDone(w.tag & ~kSpillTagBit, EIO);
+    return 0;
+  }
+  if (paging_->store->completion_fd() < 0) DrainCompletions();
+  return writes.size();
+}
+
+void Engine::OnSpillDone(uint64_t index, int error) {
+  Snapshots& sn = *snaps_;
+  Snapshots::Spill s;
+  {
+    absl::MutexLock lock(&sn.spill_mu);
+    s = sn.spill_ops[index];
+    sn.spill_free_ops.push_back(index);
+  }
+  sn.spills_inflight.fetch_sub(1);
+  bool replaced = false;
+  if (error == 0) {
+    absl::MutexLock lock(&s.core->book_mu);
+    replaced = s.core->book.Replace(s.page, {CopyRef::Kind::kMemory, s.handle},
+                                    {CopyRef::Kind::kSlot, s.slot});
+  }
+  if (!replaced) {
+    // Failed (the copy stays in memory; it may be tried again) or released
+    // meanwhile (its memory went with it).
+    paging_->store->FreeSlot(s.slot);
+    if (error != 0) {
+      absl::MutexLock lock(&sn.spill_mu);
+      sn.spill_queue.push_back({s.region_id, nullptr, s.page, s.handle});
+    }
+    Unpin(s.core);
+    return;
+  }
+  counters_.copies_spilled.Add();
+  absl::MutexLock lock(&sn.spill_mu);
+  sn.spilled.push_back(s);  // freed by FreeSpilledMemory, region pinned
+}
+
+void Engine::FreeSpilledMemory() {
+  if (snaps_ == nullptr) return;
+  std::vector<Snapshots::Spill> ready;
+  {
+    absl::MutexLock lock(&snaps_->spill_mu);
+    auto& v = snaps_->spilled;
+    auto keep = std::partition(v.begin(), v.end(), [](const auto& s) {
+      return s.core->snap_readers.load() > 0;
+    });
+    ready.assign(keep, v.end());
+    v.erase(keep, v.end());
+  }
+  if (ready.empty()) return;
+  std::vector<uint64_t> frames;
+  for (const auto& s : ready) frames.push_back(s.handle);
+  snaps_->pool.Free(std::move(frames));
+  ReleaseFrames(ready.size());
+  for (const auto& s : ready) Unpin(s.core);
 }
 
 absl::Status Engine::CopyAsideRange(RegionCore* core, PageIndex first,

@@ -71,11 +71,11 @@ std::string Stats::ToString() const {
   if (snapshots_taken != 0) {
     absl::StrAppendFormat(
         &s, "snapshots: %d taken, %d live, %d pages protected; versions: %d "
-        "copied, %d zero, %d from slots, %d lost; %d KiB held; %d pages "
-        "restored; pause p50=%.2fms max=%.2fms\n",
+        "copied, %d zero, %d from slots, %d lost; %d KiB held, %d spilled; "
+        "%d pages restored; pause p50=%.2fms max=%.2fms\n",
         snapshots_taken, snapshots_live, pages_protected, snapshot_copies,
         snapshot_zero_copies, snapshot_slot_copies, snapshot_lost_pages,
-        snapshot_bytes >> 10, restore_pages, snapshot_pause.p50_ns / 1e6,
+        snapshot_bytes >> 10, snapshot_spilled_copies, restore_pages, snapshot_pause.p50_ns / 1e6,
         snapshot_pause.max_ns / 1e6);
     if (save_bytes != 0) {
       absl::StrAppendFormat(&s, "  saved %d MiB at %.0f MB/s\n",

@@ -277,6 +277,31 @@ TEST(SnapshotTest, SwappedOutPagesUnderABudget) {
   EXPECT_TRUE(rt->status().ok()) << rt->status();
 }
 
+TEST(SnapshotTest, CopiesCountAgainstTheBudgetAndSpillToTheStore) {
+  constexpr uint64_t kPages = 4096;   // 16 MiB
+  constexpr uint64_t kBudget = 1024;  // 4 MiB: the copies alone need 16
+  RuntimeOptions o;
+  o.resident_budget_bytes = kBudget * kPage;
+  o.swap.store = MemoryStore(4 * kPages * kPage);
+  auto rt = MakeRuntime(o);
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kPages * kPage, .name = "spill"});
+  ASSERT_TRUE(region.ok());
+  std::byte* base = (*region)->data();
+  for (uint64_t p = 0; p < kPages; ++p) FillPage(base + p * kPage, p, 1);
+  TAKE_OR_SKIP(snap, *region);
+  for (uint64_t p = 0; p < kPages; ++p) FillPage(base + p * kPage, p, 2);
+  const Stats s = rt->stats();
+  EXPECT_GT(s.snapshot_spilled_copies, 0u);
+  EXPECT_LE(s.snapshot_bytes, kBudget * kPage);
+  EXPECT_EQ(s.over_budget_pages, 0u);
+  EXPECT_TRUE(SnapshotIs(*snap, std::vector<uint64_t>(kPages, 1)));
+  EXPECT_TRUE(RegionIs(base, std::vector<uint64_t>(kPages, 2)));
+  ASSERT_TRUE(snap->Release().ok());
+  EXPECT_TRUE(RegionIs(base, std::vector<uint64_t>(kPages, 2)));
+  EXPECT_TRUE(rt->status().ok()) << rt->status();
+}
+
 TEST(SnapshotTest, ForEachPageReportsZeroPagesWithoutCopies) {
   constexpr uint64_t kPages = 64;
   auto rt = MakeRuntime();

@@ -123,6 +123,9 @@ struct Stats {
   uint64_t snapshot_zero_copies = 0;
   uint64_t snapshot_slot_copies = 0;
   uint64_t snapshot_bytes = 0;      // memory held by copies now
+  // Copies moved from memory to the swap store (under a resident budget
+  // copies count against it, and are the first to go).
+  uint64_t snapshot_spilled_copies = 0;
   uint64_t snapshot_lost_pages = 0;  // discarded by the application raw
   uint64_t restore_pages = 0;       // pages rewritten by Region::Restore
   LatencySummary snapshot_pause;    // TakeSnapshot, call to return
