@@ -68,6 +68,9 @@ class FreshMemory {
 
   std::byte* data() const { return data_; }
   size_t size() const { return size_; }
+  // The upager Region behind data() (for its snapshots); nullptr for
+  // kKernel and after Release.
+  Region* region() const { return region_; }
 
   // Unmaps now and reports failure; the destructor ignores errors. After
   // Release, data() is nullptr.
