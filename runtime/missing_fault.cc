@@ -234,10 +234,17 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   CountPresent(t.core, prev.state(), -1);
   // A page we believed present and captured that the fill just replaced
   // was zapped by the application's own madvise: its bytes are gone.
+  // The fill put a fresh page there: none of the old entry's protection,
+  // clean-slot or capture marks describe it any more.
   PageEntry first_base = prev;
-  if (done > 0 && prev.captured() && snaps_ != nullptr) {
-    (void)CaptureOrFree(t.core, t.page, {CopyRef::Kind::kLost, 0});
-    first_base = PageEntry::Of(prev.state());
+  if (done > 0 && prev.present()) {
+    if (prev.captured() && snaps_ != nullptr) {
+      (void)CaptureOrFree(t.core, t.page, {CopyRef::Kind::kLost, 0});
+    }
+    if (prev.clean() && paging_ != nullptr) {
+      paging_->store->FreeSlot(prev.slot());
+    }
+    first_base = PageEntry();
   }
   for (uint64_t i = 0; i < done; ++i) {
     const PageEntry base = i == 0 ? first_base : PageEntry();

@@ -555,6 +555,25 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
     absl::MutexLock lock(&core->book_mu);
     epoch = core->book.BeginPending();
   }
+  // The sweep, split in two halves of the page range on two threads when
+  // the region is large: each half marks its pages and write-protects its
+  // runs (the kernel takes mmap_lock shared for UFFDIO_WRITEPROTECT, so the
+  // halves' page-table walks run in parallel).
+  struct Part {
+    uint64_t first = 0, count = 0;
+    std::vector<PageRun> present;  // non-absent pages: the snapshot's set
+    std::vector<PageRun> protect;  // present and not protected yet
+    uint64_t marked = 0;
+    bool again = false;
+    os::UffdResult failure{os::UffdOutcome::kDone, 0, 0};
+  };
+  auto append = [](std::vector<PageRun>* runs, uint64_t p) {
+    if (!runs->empty() && runs->back().first + runs->back().count == p) {
+      ++runs->back().count;
+    } else {
+      runs->push_back({p, 1});
+    }
+  };
   std::vector<PageRun> present;
   uint64_t marked = 0;
   for (;;) {
@@ -563,37 +582,35 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
       absl::ReaderMutexLock lock(&map_mu_);
       intervals = map_.IntervalsOf(core);
     }
-    bool again = false;
-    {
-      absl::MutexLock snap_lock(&core->snap_mu);
-      present.clear();
-      marked = 0;
-      core->table.ForEachNonAbsent([&](PageIndex p, PageEntry cur) {
-        if (cur.state() == PageState::kAbsent) return;
-        for (;;) {
-          PageEntry want = cur.with_flag(PageEntry::kCapturedBit, true);
-          if (cur.present()) {
-            want = want.with_flag(PageEntry::kWriteProtectedBit, true);
-          }
-          if (want == cur || core->table.CompareExchange(p, &cur, want)) break;
-          if (cur.state() == PageState::kAbsent) return;
-        }
-        if (!present.empty() &&
-            present.back().first + present.back().count == p.value()) {
-          ++present.back().count;
-        } else {
-          present.push_back({p.value(), 1});
-        }
-        ++marked;
-      });
-      // Protect each present run where the region is mapped now. Pages
-      // without a PTE (swapped, in flight) are skipped by the kernel; they
-      // come back protected (swap-in) or are captured by whoever
-      // completes them.
+    auto sweep = [&](Part* part) {
+      core->table.ForEachNonAbsentInRange(
+          PageIndex(part->first), part->count, [&](PageIndex p, PageEntry cur) {
+            bool protect = false;
+            for (;;) {
+              if (cur.state() == PageState::kAbsent) return;
+              // A page still protected from an earlier snapshot (never
+              // written since) needs no second ioctl: an incremental
+              // snapshot costs what was written since the last one.
+              protect = cur.present() && !cur.write_protected();
+              PageEntry want = cur.with_flag(PageEntry::kCapturedBit, true);
+              if (cur.present()) {
+                want = want.with_flag(PageEntry::kWriteProtectedBit, true);
+              }
+              if (want == cur || core->table.CompareExchange(p, &cur, want)) {
+                break;
+              }
+            }
+            append(&part->present, p.value());
+            if (protect) append(&part->protect, p.value());
+            ++part->marked;
+          });
+      // Protect where the region is mapped now. Pages without a PTE
+      // (swapped, in flight) are skipped by the kernel; they come back
+      // protected (swap-in) or are captured by whoever completes them.
       for (const auto& iv : intervals) {
         const uint64_t iv_first = iv.first_page.value();
         const uint64_t iv_end = iv_first + (iv.end - iv.start) / page_size_;
-        for (const PageRun& run : present) {
+        for (const PageRun& run : part->protect) {
           const uint64_t a = std::max(run.first, iv_first);
           const uint64_t b = std::min(run.first + run.count, iv_end);
           if (a >= b) continue;
@@ -601,24 +618,60 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
               iv.start + (a - iv_first) * page_size_, (b - a) * page_size_,
               /*protect=*/true, /*wake=*/false);
           if (r.outcome == os::UffdOutcome::kRetry) {
-            again = true;
-            break;
+            part->again = true;
+            return;
           }
           if (r.outcome == os::UffdOutcome::kFailed) {
-            RecordError(r.ToStatus("UFFDIO_WRITEPROTECT (snapshot)"));
-            std::vector<CopyRef> freed;
-            {
-              absl::MutexLock lock(&core->book_mu);
-              core->book.Release(epoch, &freed);
-            }
-            FreeCopies(freed);
-            Unpin(core);
-            return r.ToStatus(absl::StrFormat(
-                "write-protecting region '%s' for a snapshot",
-                core->region->name()).c_str());
+            part->failure = r;
+            return;
           }
         }
-        if (again) break;
+      }
+    };
+    // Below 64 MiB a second thread costs more than it saves.
+    constexpr uint64_t kSplitPages = 16384;
+    Part parts[2];
+    const int n_parts = core->pages >= kSplitPages ? 2 : 1;
+    parts[0].count = n_parts == 2 ? core->pages / 2 : core->pages;
+    parts[1].first = parts[0].count;
+    parts[1].count = core->pages - parts[0].count;
+    bool again = false;
+    {
+      absl::MutexLock snap_lock(&core->snap_mu);
+      if (n_parts == 2) {
+        std::thread helper([&] { sweep(&parts[1]); });
+        sweep(&parts[0]);
+        helper.join();
+      } else {
+        sweep(&parts[0]);
+      }
+      present.clear();
+      marked = 0;
+      for (int i = 0; i < n_parts; ++i) {
+        again |= parts[i].again;
+        marked += parts[i].marked;
+        for (const PageRun& r : parts[i].present) {
+          if (!present.empty() &&
+              present.back().first + present.back().count == r.first) {
+            present.back().count += r.count;
+          } else {
+            present.push_back(r);
+          }
+        }
+        if (parts[i].failure.outcome == os::UffdOutcome::kFailed) {
+          const os::UffdResult& r = parts[i].failure;
+          RecordError(r.ToStatus("UFFDIO_WRITEPROTECT (snapshot)"));
+          std::vector<CopyRef> freed;
+          {
+            absl::MutexLock lock(&core->book_mu);
+            core->book.Release(epoch, &freed);
+          }
+          FreeCopies(freed);
+          Unpin(core);
+          return r.ToStatus(absl::StrFormat(
+              "write-protecting region '%s' for a snapshot",
+              core->region->name()).c_str());
+        }
       }
       if (!again) {
         absl::MutexLock lock(&core->book_mu);
