@@ -1009,6 +1009,9 @@ absl::Status Engine::Restore(Region* region, const Snapshot& snapshot) {
   const uint64_t epoch = snapshot.id();
   // The pages to rewrite: those with a version for this snapshot (changed
   // since), and those present now that were absent then.
+  std::vector<uint64_t> now;  // non-absent pages
+  core->table.ForEachNonAbsent(
+      [&](PageIndex p, PageEntry) { now.push_back(p.value()); });
   std::vector<uint64_t> pages;
   absl::Status result;
   {
@@ -1022,9 +1025,9 @@ absl::Status Engine::Restore(Region* region, const Snapshot& snapshot) {
                                     SnapshotBook::Epoch hi, CopyRef) {
         if (lo <= epoch && epoch <= hi) pages.push_back(p);
       });
-      core->table.ForEachNonAbsent([&](PageIndex p, PageEntry) {
-        if (!core->book.Present(epoch, p.value())) pages.push_back(p.value());
-      });
+      for (uint64_t p : now) {
+        if (!core->book.Present(epoch, p)) pages.push_back(p);
+      }
     }
   }
   std::sort(pages.begin(), pages.end());
