@@ -189,6 +189,8 @@ class Engine final : public FaultService::Handler {
     std::unique_ptr<os::Uffd> staging_uffd;
     std::unique_ptr<PageArena> staging;  // eviction: victims' bytes
     std::unique_ptr<PageArena> buffers;  // swap-in: read targets
+    absl::Mutex zap_mu;
+    std::vector<int> zap ABSL_GUARDED_BY(zap_mu);  // staging pages to drop
     std::vector<IoOp> writes;            // by staging index
     std::vector<IoOp> reads;             // by buffer index
     // Read completions whose fill hit EAGAIN (an event pending): retried
@@ -224,6 +226,14 @@ class Engine final : public FaultService::Handler {
   void EvictorLoop();
   // Evicts up to `n` victims; returns how many writes it started.
   size_t EvictBatch(size_t n);
+  // Evicts the victims [first, first + count) of one region (adjacent
+  // pages move out in runs), appending their writes.
+  void EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
+                std::vector<BackingStore::Request>* writes);
+  // A staging page whose bytes are no longer needed: dropped (with its
+  // frame) in batches by FlushStagingZaps, one madvise per run.
+  void ZapStaging(int staging);
+  void FlushStagingZaps();
   // Claims frames for a fill of up to `want` pages; 0 means wait.
   uint64_t ReserveFrames(uint64_t want);
   void ReleaseFrames(uint64_t n);

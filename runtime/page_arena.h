@@ -29,6 +29,10 @@ class PageArena {
 
   // A free buffer index, or kNone when all are in use.
   int Acquire();
+  // The first index of a run of up to `max` adjacent free buffers (the
+  // longest the first free stretch allows), with its length in *got; kNone
+  // when all are in use. Batch moves need adjacent destinations.
+  int AcquireRun(size_t max, size_t* got);
   void Release(int index);
 
   std::byte* page(int index) const { return base_ + index * page_size_; }
@@ -44,7 +48,11 @@ class PageArena {
   const size_t pages_;
   const size_t page_size_;
   mutable absl::Mutex mu_;
-  std::vector<int> free_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> used_ ABSL_GUARDED_BY(mu_);
+  size_t in_use_ ABSL_GUARDED_BY(mu_) = 0;
+  // Where the next search starts: allocation sweeps the arena round-robin,
+  // so freed stretches coalesce behind it.
+  size_t hint_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace upager::internal
