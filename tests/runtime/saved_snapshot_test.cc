@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "tests/runtime/paging_test_util.h"
 #include "tests/runtime/runtime_test_util.h"
+#include "tests/runtime/snapshot_test_util.h"
 #include "tests/test_support.h"
 #include "upager/upager.h"
 
@@ -42,22 +43,6 @@ class TempDir {
   std::string path_;
 };
 
-#define TAKE_OR_SKIP(var, region)                                  \
-  auto var##_or = (region)->TakeSnapshot();                        \
-  if (absl::IsFailedPrecondition(var##_or.status())) {             \
-    UPAGER_SKIP_MISSING_FEATURE(var##_or.status().ToString());     \
-  }                                                                \
-  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                 \
-  std::unique_ptr<Snapshot> var = std::move(*var##_or)
-
-::testing::AssertionResult RegionIs(const std::byte* base,
-                                    const std::vector<uint64_t>& gens) {
-  for (uint64_t p = 0; p < gens.size(); ++p) {
-    auto r = PageIs(base + p * kPage, p, gens[p]);
-    if (!r) return r;
-  }
-  return ::testing::AssertionSuccess();
-}
 
 TEST(SavedSnapshotTest, FullSaveMapsBackLazilyByteForByte) {
   constexpr uint64_t kPages = 1024;

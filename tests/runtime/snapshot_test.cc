@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/runtime/paging_test_util.h"
 #include "tests/runtime/runtime_test_util.h"
+#include "tests/runtime/snapshot_test_util.h"
 #include "tests/test_support.h"
 #include "upager/upager.h"
 
@@ -23,37 +24,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Skips (or fails under UPAGER_REQUIRE_FEATURES) when the kernel cannot
-// take snapshots; otherwise returns the snapshot.
-#define TAKE_OR_SKIP(var, region)                                         \
-  auto var##_or = (region)->TakeSnapshot();                               \
-  if (absl::IsFailedPrecondition(var##_or.status())) {                    \
-    UPAGER_SKIP_MISSING_FEATURE(var##_or.status().ToString());            \
-  }                                                                       \
-  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                        \
-  std::unique_ptr<Snapshot> var = std::move(*var##_or)
-
-// Reads the whole snapshot and checks page i against gens[i] (PageIs).
-::testing::AssertionResult SnapshotIs(const Snapshot& s,
-                                      const std::vector<uint64_t>& gens) {
-  std::vector<std::byte> buf(s.size());
-  absl::Status st = s.Read(0, absl::MakeSpan(buf));
-  if (!st.ok()) return ::testing::AssertionFailure() << st;
-  for (uint64_t p = 0; p < gens.size(); ++p) {
-    auto r = PageIs(buf.data() + p * kPage, p, gens[p]);
-    if (!r) return r << " (snapshot " << s.id() << ")";
-  }
-  return ::testing::AssertionSuccess();
-}
-
-::testing::AssertionResult RegionIs(const std::byte* base,
-                                    const std::vector<uint64_t>& gens) {
-  for (uint64_t p = 0; p < gens.size(); ++p) {
-    auto r = PageIs(base + p * kPage, p, gens[p]);
-    if (!r) return r << " (live region)";
-  }
-  return ::testing::AssertionSuccess();
-}
 
 TEST(SnapshotTest, PointInTimeWhileTheRegionChanges) {
   constexpr uint64_t kPages = 2048;
