@@ -43,7 +43,6 @@ class TempDir {
   std::string path_;
 };
 
-
 TEST(SavedSnapshotTest, FullSaveMapsBackLazilyByteForByte) {
   constexpr uint64_t kPages = 1024;
   TempDir dir;
