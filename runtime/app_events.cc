@@ -26,10 +26,13 @@ void Engine::DropPages(RegionCore* core, PageIndex first, uint64_t count) {
   PageTable& table = core->table;
   uint64_t frames = 0;
   table.ForEachNonAbsentInRange(first, count, [&](PageIndex p, PageEntry cur) {
-    while (cur.raw() != 0 && cur.state() != PageState::kFilling) {
-      if (cur.state() == PageState::kEvicting) {
-        // Its bytes are in a staging page on their way to the store; the
-        // write's completion frees everything (runtime/paging.cc).
+    while (cur.raw() != 0) {
+      if (cur.state() == PageState::kEvicting ||
+          cur.state() == PageState::kFilling) {
+        // Its bytes are in flight: a staging page on its way to the store
+        // (the write's completion frees everything, runtime/paging.cc), or
+        // a fill whose claimant must not put them back (a swap-in landing
+        // after the kernel zapped the page would resurrect old bytes).
         if (cur.discard() ||
             table.CompareExchange(p, &cur,
                                   cur.with_flag(PageEntry::kDiscardBit, true))) {

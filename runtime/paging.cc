@@ -628,7 +628,29 @@ void Engine::CompleteMoveBack(int staging) {
   // The page goes back writable: a snapshot that still needs its bytes
   // gets them first, from the staging page (runtime/snapshot_engine.cc).
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
-  if (const PageEntry claimed = core->table.Get(op.page); claimed.captured()) {
+  if (const PageEntry claimed = core->table.Get(op.page); claimed.discard()) {
+    // Dropped by the application while claimed for the move-back: its
+    // bytes are gone by its own request (a snapshot keeps its version).
+    uint64_t slot_to_free = op.slot;
+    if (claimed.captured()) {
+      absl::StatusOr<CopyRef> ref =
+          op.error == 0 ? absl::StatusOr<CopyRef>(
+                              CopyRef{CopyRef::Kind::kSlot, op.slot})
+                        : CopyBytes(bytes, /*charge=*/true);
+      if (!ref.ok()) ref = CopyRef{CopyRef::Kind::kLost, 0};
+      if (ref->kind == CopyRef::Kind::kSlot) slot_to_free = ~uint64_t{0};
+      (void)CaptureOrFree(core, op.page, *ref);
+    }
+    if (slot_to_free != ~uint64_t{0}) p.store->FreeSlot(slot_to_free);
+    (void)core->table.Set(op.page, PageEntry());
+    core->resident.fetch_sub(1, std::memory_order_relaxed);
+    if (const uintptr_t a = AddressOf(core, op.page); a != 0) {
+      (void)uffd_->Wake(a, page_size_);
+    }
+    ZapStaging(staging);  // and its frame
+    core->io_inflight.fetch_sub(1);
+    return;
+  } else if (claimed.captured()) {
     absl::StatusOr<CopyRef> ref = CopyBytes(bytes, /*charge=*/true);
     if (!ref.ok()) {
       RecordError(ref.status());
@@ -837,8 +859,26 @@ void Engine::OnReadDone(int buffer, int error) {
   // A snapshot may have marked the claimed page since the read started;
   // every entry published below keeps the mark (the bytes are unchanged).
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
-  const uint64_t mark =
-      core->table.Get(op.page).captured() ? PageEntry::kCapturedBit : 0;
+  const PageEntry claimed = core->table.Get(op.page);
+  const uint64_t mark = claimed.captured() ? PageEntry::kCapturedBit : 0;
+  if (claimed.discard()) {
+    // The application dropped the page while it was read: it reads as
+    // zero now; the slot goes (to a snapshot that still needs it, or free).
+    (void)core->table.Set(op.page, PageEntry());
+    core->swapped.fetch_sub(1, std::memory_order_relaxed);
+    if (mark != 0) {
+      (void)CaptureOrFree(core, op.page, {CopyRef::Kind::kSlot, op.slot});
+    } else {
+      p.store->FreeSlot(op.slot);
+    }
+    ReleaseFrames(1);
+    if (const uintptr_t a = AddressOf(core, op.page); a != 0) {
+      (void)uffd_->Wake(a, page_size_);
+    }
+    p.buffers->Release(buffer);
+    core->io_inflight.fetch_sub(1);
+    return;
+  }
   auto swapped = [&] {
     return PageEntry(PageEntry::Of(PageState::kSwapped).with_slot(op.slot).raw() |
                      mark);

@@ -280,25 +280,74 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
   if (frames > used) ReleaseFrames(frames - used);
 
   // Put them back, writable: the move wakes whoever waits on the run.
-  const os::UffdResult back = uffd_->Move(addr, stage, moved * page_size_,
-                                          /*wake=*/true,
-                                          /*allow_src_holes=*/false);
+  // Pages the application dropped meanwhile stay dropped (their old bytes
+  // are the snapshots' versions now): the run goes back up to the first.
+  uint64_t keep = moved;
+  for (uint64_t i = 0; i < moved; ++i) {
+    if (table.Get(first + i).discard()) {
+      keep = i;
+      break;
+    }
+  }
+  for (uint64_t i = keep; i < moved; ++i) {
+    if (!table.Get(first + i).discard()) continue;
+    (void)table.Set(first + i, PageEntry());
+    if (orig[i].state() == PageState::kResident) {
+      core->resident.fetch_sub(1, std::memory_order_relaxed);
+      ReleaseFrames(1);
+    } else {
+      core->zero_mapped.fetch_sub(1, std::memory_order_relaxed);
+    }
+    (void)os::AdviseDontNeed(staging.page(static_cast<int>(i)), page_size_);
+    (void)uffd_->Wake(addr + i * page_size_, page_size_);
+  }
+  // The rest after the first dropped page go back one by one.
+  for (uint64_t i = keep; i < moved; ++i) {
+    if (table.Get(first + i).state() != PageState::kFilling) continue;
+    const os::UffdResult one = uffd_->Move(
+        addr + i * page_size_, stage + i * page_size_, page_size_,
+        /*wake=*/true, /*allow_src_holes=*/false);
+    if (one.ok()) {
+      (void)table.Set(first + i, PageEntry::Of(orig[i].state())
+                                     .with_flag(PageEntry::kDirtyBit, true));
+    } else {
+      // Deferred like a failed run below.
+      absl::MutexLock lock(&snaps_->pending_mu);
+      PendingFill f;
+      f.core = core;
+      f.page = first + i;
+      f.publish =
+          PageEntry::Of(orig[i].state()).with_flag(PageEntry::kDirtyBit, true);
+      f.bytes.reset(new std::byte[page_size_]);
+      std::memcpy(f.bytes.get(), staging.page(static_cast<int>(i)), page_size_);
+      core->io_inflight.fetch_add(1);
+      snaps_->pending.push_back(std::move(f));
+      snaps_->pending_any.store(true);
+      (void)os::AdviseDontNeed(staging.page(static_cast<int>(i)), page_size_);
+    }
+  }
+  const uint64_t run_back = keep;
+  const os::UffdResult back =
+      run_back == 0 ? os::UffdResult{os::UffdOutcome::kDone, 0, 0}
+                 : uffd_->Move(addr, stage, run_back * page_size_, /*wake=*/true,
+                               /*allow_src_holes=*/false);
   const uint64_t returned =
-      back.ok() ? moved : std::min<uint64_t>(moved, back.bytes / page_size_);
+      back.ok() ? run_back
+                : std::min<uint64_t>(run_back, back.bytes / page_size_);
   auto published = [&](uint64_t i) {
     return PageEntry::Of(orig[i].state()).with_flag(PageEntry::kDirtyBit, true);
   };
   for (uint64_t i = 0; i < returned; ++i) {
     (void)table.Set(first + i, published(i));
   }
-  if (returned < moved) {
+  if (returned < run_back) {
     // EAGAIN (an event is pending) or a failure: the staging pages hold
     // the only copy of the application's bytes. Keep them aside and fill
     // them back after the next read (RetryPendingFills); the pages stay
     // claimed, so faults on them wait.
-    counters_.copies_deferred.Add(moved - returned);
+    counters_.copies_deferred.Add(run_back - returned);
     absl::MutexLock lock(&snaps_->pending_mu);
-    for (uint64_t i = returned; i < moved; ++i) {
+    for (uint64_t i = returned; i < run_back; ++i) {
       PendingFill f;
       f.core = core;
       f.page = first + i;
@@ -310,7 +359,7 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
     }
     snaps_->pending_any.store(true);
     (void)os::AdviseDontNeed(staging.page(static_cast<int>(returned)),
-                             (moved - returned) * page_size_);
+                             (run_back - returned) * page_size_);
     if (back.outcome != os::UffdOutcome::kRetry &&
         back.outcome != os::UffdOutcome::kGone) {
       RecordError(back.ToStatus("UFFDIO_MOVE (copy-on-write put-back)"));
@@ -482,10 +531,13 @@ void Engine::RetryPendingFills() {
     absl::ReaderMutexLock snap_lock(&core->snap_mu);
     // A snapshot taken meanwhile marked the claimed page: fill it
     // protected and keep the mark (its version is these very bytes).
-    const bool captured = core->table.Get(f.page).captured();
+    const PageEntry claimed = core->table.Get(f.page);
+    const bool captured = claimed.captured();
     const uintptr_t addr = AddressOf(core, f.page);
     os::UffdResult r{os::UffdOutcome::kGone, 0, ENOENT};
-    if (addr != 0) {
+    if (claimed.discard()) {
+      // The application dropped it meanwhile: leave it dropped (below).
+    } else if (addr != 0) {
       r = uffd_->Copy(addr, f.bytes.get(), page_size_, /*wake=*/true,
                       /*write_protect=*/captured);
     }
@@ -587,7 +639,9 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
           PageIndex(part->first), part->count, [&](PageIndex p, PageEntry cur) {
             bool protect = false;
             for (;;) {
-              if (cur.state() == PageState::kAbsent) return;
+              // A page the application dropped while it was in flight is
+              // absent to the snapshot: its claimant only finishes the drop.
+              if (cur.state() == PageState::kAbsent || cur.discard()) return;
               // A page still protected from an earlier snapshot (never
               // written since) needs no second ioctl: an incremental
               // snapshot costs what was written since the last one.

@@ -339,6 +339,42 @@ TEST(SnapshotTest, CopiesCountAgainstTheBudgetAndSpillToTheStore) {
   EXPECT_TRUE(rt->status().ok()) << rt->status();
 }
 
+// A drop racing with paging I/O: pages in flight (a swap-in, a write-back)
+// when the application drops them must read as zero in a later snapshot,
+// not as the bytes the I/O carried. (Found by `upager tour` under load.)
+TEST(SnapshotTest, PagesDroppedWhileInFlightAreAbsentFromLaterSnapshots) {
+  constexpr uint64_t kPages = 4096;
+  for (int trial = 0; trial < 6; ++trial) {
+    RuntimeOptions o;
+    o.resident_budget_bytes = 1024 * kPage;
+    o.swap.store = MemoryStore(4 * kPages * kPage);
+    auto rt = MakeRuntime(o);
+    ASSERT_NE(rt, nullptr);
+    auto region = rt->Map({.size = kPages * kPage, .name = "inflight"});
+    ASSERT_TRUE(region.ok());
+    std::byte* base = (*region)->data();
+    std::vector<uint64_t> g(kPages, 1);
+    for (uint64_t p = 0; p < kPages; ++p) FillPage(base + p * kPage, p, 1);
+    TAKE_OR_SKIP(s1, *region);
+    std::mt19937_64 rng(trial);
+    for (int i = 0; i < 1500; ++i) {
+      const uint64_t p = rng() % kPages;
+      FillPage(base + p * kPage, p, 5);
+      g[p] = 5;
+    }
+    for (uint64_t p = 0; p < kPages; p += 16) {
+      FillPage(base + p * kPage, p, 2);
+      g[p] = 2;
+    }
+    ASSERT_TRUE(rt->Advise(*region, 2048 * kPage, 64 * kPage,
+                           Runtime::Advice::kDontNeed).ok());
+    for (uint64_t p = 2048; p < 2048 + 64; ++p) g[p] = 0;
+    TAKE_OR_SKIP(s2, *region);
+    EXPECT_TRUE(SnapshotIs(*s2, g)) << "trial " << trial;
+    EXPECT_TRUE(RegionIs(base, g)) << "trial " << trial;
+  }
+}
+
 TEST(SnapshotTest, ForEachPageReportsZeroPagesWithoutCopies) {
   constexpr uint64_t kPages = 64;
   auto rt = MakeRuntime();
