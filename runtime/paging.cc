@@ -214,6 +214,9 @@ void Engine::EvictorLoop() {
     // the high watermark after this either sees it clear and kicks, or is
     // seen by the AboveLow() check below).
     p.evicting.store(false);
+    // Back under the low watermark (the application freed memory): the
+    // store's trouble, if any, no longer matters until eviction is due.
+    if (p.budget.blocked() && !p.budget.AboveLow()) p.budget.SetBlocked(false);
     // While blocked (the store cannot take pages), retry at most every
     // 100 ms however often faults kick; otherwise sleep until kicked, or
     // 1 ms while over the low watermark (completions free frames without
