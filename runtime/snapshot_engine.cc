@@ -779,9 +779,17 @@ absl::Status Engine::ReadSlot(uint64_t slot, std::byte* out) {
     p.buffers->Release(buffer);
     return s;
   }
-  while (done.load() == -1) {
+  // Spin on the completion for a moment (a read from the page cache or a
+  // fast device completes in tens of microseconds; a sleep tick costs more
+  // here), then back off. Another thread may reap it: `done` tells.
+  for (int spins = 0; done.load() == -1; ++spins) {
     DrainCompletions();
-    if (done.load() == -1) absl::SleepFor(absl::Microseconds(20));
+    if (done.load() != -1) break;
+    if (spins < 200) {
+      std::this_thread::yield();
+    } else {
+      absl::SleepFor(absl::Microseconds(20));
+    }
   }
   const int error = done.load();
   if (error == 0) std::memcpy(out, p.buffers->page(buffer), page_size_);

@@ -3,4 +3,4 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
-exec "${UPAGER_BUILD_DIR:-$ROOT/build}/bin/lazy_zero_fill" "$@"
+exec "${UPAGER_BUILD_DIR:-$ROOT/build}/bin/upager" tour "$@"
