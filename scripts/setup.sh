@@ -5,7 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${UPAGER_BUILD_DIR:-$ROOT/build}"
 
-PKGS=(cmake make g++ pkg-config liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev)
+PKGS=(cmake make g++ pkg-config liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+      clang llvm)  # clang: the sanitizer builds (scripts/sanitizers.sh); llvm: llvm-symbolizer
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
