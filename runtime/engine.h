@@ -247,6 +247,9 @@ class Engine final : public FaultService::Handler {
   void HandleCompletions(absl::Span<const BackingStore::Completion> done);
   void OnWriteDone(int staging, int error);
   void FinishWrite(int staging, int error);
+  // Completes an eviction whose page the application dropped meanwhile
+  // (the caller has set the entry absent).
+  void FinishDroppedWrite(int staging, PageEntry dropped, int error, bool wake);
   // Puts an evicted page's bytes back into the region (eviction cancelled
   // or its write failed); retried after the next read on EAGAIN.
   void CompleteMoveBack(int staging);

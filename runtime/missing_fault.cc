@@ -125,9 +125,6 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   absl::ReaderMutexLock snap_lock(&t.core->snap_mu);
   prev = table.Get(t.page);
 
-  // Frames for the fill: a private fill (write fault or file) needs one per
-  // page under a budget; the shared zero page needs none. No frame: the
-  // fault waits (deferred) while the evictor frees some.
   // A region mapped from a saved snapshot fills from the snapshot file's
   // run that holds the page: its data, or private zero pages for a zero run.
   const SnapshotSource* const snap_src = t.core->snapshot_source.get();
@@ -141,6 +138,9 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
           : nullptr;
   const bool from_file = file_src != nullptr;
   const bool private_fill = e.write || from_file;
+  // Frames for the fill: a private fill (write fault or file) needs one per
+  // page under a budget; the shared zero page needs none. No frame: the
+  // fault waits (deferred) while the evictor frees some.
   const uint32_t want = t.core->fault_around.WindowFor(t.page);
   const uint64_t frames = private_fill ? ReserveFrames(want) : 0;
   if (private_fill && frames == 0) return Served::kRetryLater;

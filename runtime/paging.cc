@@ -549,7 +549,6 @@ void Engine::FinishWrite(int staging, int error) {
   Paging& p = *paging_;
   const IoOp op = p.writes[staging];
   RegionCore* core = op.core;
-  std::byte* const bytes = p.staging->page(staging);
   PageEntry cur = core->table.Get(op.page);
   if (cur.state() != PageState::kEvicting) {
     // Only this completion moves a page out of kEvicting; anything else is
@@ -566,30 +565,7 @@ void Engine::FinishWrite(int staging, int error) {
       // written: its bytes are gone by its own request. Free everything;
       // wake anyone who faulted on it since (they refault to a zero page).
       if (!core->table.CompareExchange(op.page, &cur, PageEntry())) continue;
-      if (cur.captured()) {
-        // A snapshot still needs these bytes: the slot has them if the
-        // write succeeded, the staging page in any case.
-        absl::StatusOr<CopyRef> ref =
-            error == 0 ? absl::StatusOr<CopyRef>(
-                             CopyRef{CopyRef::Kind::kSlot, op.slot})
-                       : CopyBytes(bytes, /*charge=*/true);
-        if (!ref.ok()) {
-          RecordError(ref.status());
-          ref = CopyRef{CopyRef::Kind::kLost, 0};
-        }
-        (void)CaptureOrFree(core, op.page, *ref);
-        if (ref->kind != CopyRef::Kind::kSlot) p.store->FreeSlot(op.slot);
-      } else {
-        p.store->FreeSlot(op.slot);
-      }
-      core->resident.fetch_sub(1, std::memory_order_relaxed);
-      if (cur.wanted()) {
-        if (const uintptr_t addr = AddressOf(core, op.page); addr != 0) {
-          (void)uffd_->Wake(addr, page_size_);
-        }
-      }
-      ZapStaging(staging);  // and its frame
-      core->io_inflight.fetch_sub(1);
+      FinishDroppedWrite(staging, cur, error, /*wake=*/cur.wanted());
       return;
     }
     if (error == 0 && !cur.wanted()) {
@@ -623,6 +599,37 @@ void Engine::FinishWrite(int staging, int error) {
   CompleteMoveBack(staging);
 }
 
+void Engine::FinishDroppedWrite(int staging, PageEntry dropped, int error,
+                                bool wake) {
+  Paging& p = *paging_;
+  const IoOp& op = p.writes[staging];
+  RegionCore* core = op.core;
+  // The application dropped the page (madvise/munmap) while it was being
+  // evicted: its bytes are gone by its own request. A snapshot that still
+  // needs them gets the slot if the write succeeded, else a copy of the
+  // staging page; everything else is freed.
+  CopyRef ref{CopyRef::Kind::kLost, 0};
+  if (dropped.captured()) {
+    absl::StatusOr<CopyRef> r =
+        error == 0 ? absl::StatusOr<CopyRef>(
+                         CopyRef{CopyRef::Kind::kSlot, op.slot})
+                   : CopyBytes(p.staging->page(staging), /*charge=*/true);
+    if (!r.ok()) RecordError(r.status());
+    if (r.ok()) ref = *r;
+    (void)CaptureOrFree(core, op.page, ref);
+  }
+  if (ref.kind != CopyRef::Kind::kSlot) p.store->FreeSlot(op.slot);
+  core->resident.fetch_sub(1, std::memory_order_relaxed);
+  // Whoever faulted on it since refaults to a zero page.
+  if (wake) {
+    if (const uintptr_t addr = AddressOf(core, op.page); addr != 0) {
+      (void)uffd_->Wake(addr, page_size_);
+    }
+  }
+  ZapStaging(staging);  // and its frame
+  core->io_inflight.fetch_sub(1);
+}
+
 void Engine::CompleteMoveBack(int staging) {
   Paging& p = *paging_;
   const IoOp op = p.writes[staging];
@@ -632,26 +639,9 @@ void Engine::CompleteMoveBack(int staging) {
   // gets them first, from the staging page (runtime/snapshot_engine.cc).
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
   if (const PageEntry claimed = core->table.Get(op.page); claimed.discard()) {
-    // Dropped by the application while claimed for the move-back: its
-    // bytes are gone by its own request (a snapshot keeps its version).
-    uint64_t slot_to_free = op.slot;
-    if (claimed.captured()) {
-      absl::StatusOr<CopyRef> ref =
-          op.error == 0 ? absl::StatusOr<CopyRef>(
-                              CopyRef{CopyRef::Kind::kSlot, op.slot})
-                        : CopyBytes(bytes, /*charge=*/true);
-      if (!ref.ok()) ref = CopyRef{CopyRef::Kind::kLost, 0};
-      if (ref->kind == CopyRef::Kind::kSlot) slot_to_free = ~uint64_t{0};
-      (void)CaptureOrFree(core, op.page, *ref);
-    }
-    if (slot_to_free != ~uint64_t{0}) p.store->FreeSlot(slot_to_free);
+    // Dropped by the application while claimed for the move-back.
     (void)core->table.Set(op.page, PageEntry());
-    core->resident.fetch_sub(1, std::memory_order_relaxed);
-    if (const uintptr_t a = AddressOf(core, op.page); a != 0) {
-      (void)uffd_->Wake(a, page_size_);
-    }
-    ZapStaging(staging);  // and its frame
-    core->io_inflight.fetch_sub(1);
+    FinishDroppedWrite(staging, claimed, op.error, /*wake=*/true);
     return;
   } else if (claimed.captured()) {
     absl::StatusOr<CopyRef> ref = CopyBytes(bytes, /*charge=*/true);

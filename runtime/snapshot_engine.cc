@@ -279,6 +279,30 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
   }
   if (frames > used) ReleaseFrames(frames - used);
 
+  auto published = [&](uint64_t i) {
+    return PageEntry::Of(orig[i].state()).with_flag(PageEntry::kDirtyBit, true);
+  };
+  // A put-back that failed (EAGAIN: an event is pending; or an error): the
+  // staging pages hold the only copy of the application's bytes. Keep them
+  // aside and fill them back after the next read (RetryPendingFills); the
+  // pages stay claimed, so faults on them wait.
+  auto defer = [&](uint64_t from, uint64_t to) {
+    counters_.copies_deferred.Add(to - from);
+    absl::MutexLock lock(&snaps_->pending_mu);
+    for (uint64_t i = from; i < to; ++i) {
+      PendingFill f;
+      f.core = core;
+      f.page = first + i;
+      f.publish = published(i);
+      f.bytes.reset(new std::byte[page_size_]);
+      std::memcpy(f.bytes.get(), staging.page(static_cast<int>(i)), page_size_);
+      core->io_inflight.fetch_add(1);
+      snaps_->pending.push_back(std::move(f));
+    }
+    snaps_->pending_any.store(true);
+    (void)os::AdviseDontNeed(staging.page(static_cast<int>(from)),
+                             (to - from) * page_size_);
+  };
   // Put them back, writable: the move wakes whoever waits on the run.
   // Pages the application dropped meanwhile stay dropped (their old bytes
   // are the snapshots' versions now): the run goes back up to the first.
@@ -308,22 +332,9 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
         addr + i * page_size_, stage + i * page_size_, page_size_,
         /*wake=*/true, /*allow_src_holes=*/false);
     if (one.ok()) {
-      (void)table.Set(first + i, PageEntry::Of(orig[i].state())
-                                     .with_flag(PageEntry::kDirtyBit, true));
+      (void)table.Set(first + i, published(i));
     } else {
-      // Deferred like a failed run below.
-      absl::MutexLock lock(&snaps_->pending_mu);
-      PendingFill f;
-      f.core = core;
-      f.page = first + i;
-      f.publish =
-          PageEntry::Of(orig[i].state()).with_flag(PageEntry::kDirtyBit, true);
-      f.bytes.reset(new std::byte[page_size_]);
-      std::memcpy(f.bytes.get(), staging.page(static_cast<int>(i)), page_size_);
-      core->io_inflight.fetch_add(1);
-      snaps_->pending.push_back(std::move(f));
-      snaps_->pending_any.store(true);
-      (void)os::AdviseDontNeed(staging.page(static_cast<int>(i)), page_size_);
+      defer(i, i + 1);  // like a failed run below
     }
   }
   const uint64_t run_back = keep;
@@ -334,32 +345,11 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
   const uint64_t returned =
       back.ok() ? run_back
                 : std::min<uint64_t>(run_back, back.bytes / page_size_);
-  auto published = [&](uint64_t i) {
-    return PageEntry::Of(orig[i].state()).with_flag(PageEntry::kDirtyBit, true);
-  };
   for (uint64_t i = 0; i < returned; ++i) {
     (void)table.Set(first + i, published(i));
   }
   if (returned < run_back) {
-    // EAGAIN (an event is pending) or a failure: the staging pages hold
-    // the only copy of the application's bytes. Keep them aside and fill
-    // them back after the next read (RetryPendingFills); the pages stay
-    // claimed, so faults on them wait.
-    counters_.copies_deferred.Add(run_back - returned);
-    absl::MutexLock lock(&snaps_->pending_mu);
-    for (uint64_t i = returned; i < run_back; ++i) {
-      PendingFill f;
-      f.core = core;
-      f.page = first + i;
-      f.publish = published(i);
-      f.bytes.reset(new std::byte[page_size_]);
-      std::memcpy(f.bytes.get(), staging.page(static_cast<int>(i)), page_size_);
-      core->io_inflight.fetch_add(1);
-      snaps_->pending.push_back(std::move(f));
-    }
-    snaps_->pending_any.store(true);
-    (void)os::AdviseDontNeed(staging.page(static_cast<int>(returned)),
-                             (run_back - returned) * page_size_);
+    defer(returned, run_back);
     if (back.outcome != os::UffdOutcome::kRetry &&
         back.outcome != os::UffdOutcome::kGone) {
       RecordError(back.ToStatus("UFFDIO_MOVE (copy-on-write put-back)"));
