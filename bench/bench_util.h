@@ -39,6 +39,9 @@ enum class Pager {
   // Pinned per-CPU threads at SCHED_IDLE plus the guard thread: what
   // RuntimeOptions::service_idle_priority is worth.
   kUpagerIdlePriority,
+  // A Region of a Runtime in FaultMode::kSignal: the faulting thread
+  // resolves its own fault in the SIGBUS handler.
+  kUpagerSignal,
 };
 
 inline bool IsUpager(Pager p) { return p != Pager::kKernel; }

@@ -146,7 +146,7 @@ BENCHMARK_CAPTURE(BM_FirstTouchSequential, kernel, Pager::kKernel)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager, Pager::kUpager)
-    ->Name("FirstTouch/Sequential/upager")
+    ->Name("FirstTouch/Sequential/upager-thread")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager_unpinned, Pager::kUpagerUnpinned)
@@ -157,12 +157,16 @@ BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager_idleprio, Pager::kUpagerIdlePr
     ->Name("FirstTouch/Sequential/upager-idleprio")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchSequential, upager_signal, Pager::kUpagerSignal)
+    ->Name("FirstTouch/Sequential/upager-signal")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, kernel, Pager::kKernel)
     ->Name("FirstTouch/Random/kernel")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager, Pager::kUpager)
-    ->Name("FirstTouch/Random/upager")
+    ->Name("FirstTouch/Random/upager-thread")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_unpinned, Pager::kUpagerUnpinned)
@@ -171,6 +175,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_unpinned, Pager::kUpagerUnpinned)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_idleprio, Pager::kUpagerIdlePriority)
     ->Name("FirstTouch/Random/upager-idleprio")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_signal, Pager::kUpagerSignal)
+    ->Name("FirstTouch/Random/upager-signal")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

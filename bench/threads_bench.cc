@@ -102,7 +102,7 @@ BENCHMARK_CAPTURE(BM_FirstTouchThreads2, kernel, Pager::kKernel)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager, Pager::kUpager)
-    ->Name("FirstTouch/Threads2/upager")
+    ->Name("FirstTouch/Threads2/upager-thread")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_unpinned, Pager::kUpagerUnpinned)
@@ -111,6 +111,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_unpinned, Pager::kUpagerUnpinned
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_idleprio, Pager::kUpagerIdlePriority)
     ->Name("FirstTouch/Threads2/upager-idleprio")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_signal, Pager::kUpagerSignal)
+    ->Name("FirstTouch/Threads2/upager-signal")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

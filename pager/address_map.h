@@ -67,6 +67,8 @@ class AddressMap {
 
   // Intervals of one owner, in address order.
   std::vector<Interval> IntervalsOf(const Owner& owner) const;
+  // Every interval, in address order.
+  std::vector<Interval> Intervals() const;
 
   size_t size() const { return map_.size(); }
 

@@ -155,6 +155,14 @@ auto AddressMap<Owner>::IntervalsOf(const Owner& owner) const
 }
 
 template <typename Owner>
+auto AddressMap<Owner>::Intervals() const -> std::vector<Interval> {
+  std::vector<Interval> out;
+  out.reserve(map_.size());
+  for (const auto& entry : map_) out.push_back(entry.second);
+  return out;
+}
+
+template <typename Owner>
 absl::Status AddressMap<Owner>::CheckInvariants() const {
   using address_map_internal::RangeString;
   if (page_size_ == 0 || (page_size_ & (page_size_ - 1)) != 0) {

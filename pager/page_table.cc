@@ -195,6 +195,29 @@ bool PageTable::Set(PageIndex page, PageEntry e) {
   return true;
 }
 
+bool PageTable::CompareExchangeNoAlloc(PageIndex page, PageEntry* expected,
+                                       PageEntry desired) {
+  Leaf* leaf = FindLeaf(page.value(), nullptr);
+  if (leaf == nullptr) return false;
+  uint64_t current = expected->raw();
+  if (leaf->entries[page.value() & kIndexMask].compare_exchange_strong(
+          current, desired.raw(), std::memory_order_acq_rel,
+          std::memory_order_acquire)) {
+    return true;
+  }
+  *expected = PageEntry(current);
+  return false;
+}
+
+bool PageTable::Reserve(PageIndex first, uint64_t count) {
+  const uint64_t end = std::min(first.value() + count, page_count_);
+  for (uint64_t page = first.value(); page < end;
+       page = (page / kFanout + 1) * kFanout) {
+    if (FindOrAllocateLeaf(page) == nullptr) return false;
+  }
+  return true;
+}
+
 bool PageTable::CompareExchange(PageIndex page, PageEntry* expected,
                                 PageEntry desired, bool* alloc_failed) {
   if (alloc_failed != nullptr) *alloc_failed = false;

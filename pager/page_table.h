@@ -69,6 +69,19 @@ class PageTable {
                                      PageEntry desired,
                                      bool* alloc_failed = nullptr);
 
+  // As CompareExchange, but never allocates: returns false (and leaves
+  // *expected untouched) when the entry's leaf does not exist yet.
+  // Async-signal-safe (signal mode claims pages with it inside a SIGBUS
+  // handler, where malloc is off limits).
+  [[nodiscard]] bool CompareExchangeNoAlloc(PageIndex page,
+                                            PageEntry* expected,
+                                            PageEntry desired);
+
+  // Allocates every node covering [first, first + count) now, so later
+  // writes there never allocate. Returns false on allocation failure (a
+  // prefix may then be allocated; the table stays valid).
+  [[nodiscard]] bool Reserve(PageIndex first, uint64_t count);
+
   // Sets every entry of [first, first + count) to `e`, skipping subtrees
   // that do not exist yet when `e` is kAbsent with no flags (they already
   // read as absent). Returns false on allocation failure. Each entry is

@@ -109,6 +109,7 @@ void Engine::HandleUnmap(uintptr_t start, uintptr_t end) {
   for (const auto& iv : map_.Erase(start, end)) {
     DropPages(iv.owner, iv.first_page, (iv.end - iv.start) / page_size_);
   }
+  PublishSignalRegions();
 }
 
 void Engine::HandleRemap(uintptr_t from, uintptr_t to, uint64_t len) {
@@ -124,6 +125,7 @@ void Engine::HandleRemap(uintptr_t from, uintptr_t to, uint64_t len) {
     DropPages(iv.owner, iv.first_page, (iv.end - iv.start) / page_size_);
   }
   map_.Move(from, to, len);
+  PublishSignalRegions();
 }
 
 }  // namespace upager::internal

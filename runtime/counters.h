@@ -24,6 +24,9 @@ struct Counters {
   Counter faults_minor;
   Counter faults_foreign;
   Counter faults_stale;
+  Counter faults_on_thread;   // signal mode: resolved in the SIGBUS handler
+  Counter faults_handed_off;  // signal mode: queued for a service thread
+  Counter signal_waits;       // signal mode: waited for another's fill
   Counter pages_zero_filled;
   Counter pages_zero_mapped;
   Counter pages_file_filled;

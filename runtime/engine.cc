@@ -119,11 +119,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd) {
   UPAGER_RETURN_IF_ERROR(ValidateOptions(options));
   UPAGER_RETURN_IF_ERROR(ValidatePaging(options, os::PageSize()));
+  const bool signal = options.fault_mode == FaultMode::kSignal;
   if (uffd == nullptr) {
     os::UffdOpenOptions open;
     open.paths = OpenPaths(options.uffd_open);
-    open.wanted_features = WantedFeatures();
+    open.wanted_features =
+        WantedFeatures() | (signal ? os::uffd_feature::kSigbus : 0);
+    if (signal) open.required_features = os::uffd_feature::kSigbus;
     UPAGER_ASSIGN_OR_RETURN(uffd, os::OpenUffd(open));
+  }
+  if (signal && !uffd->has(os::uffd_feature::kSigbus)) {
+    return absl::FailedPreconditionError(
+        "RuntimeOptions.fault_mode = kSignal needs UFFD_FEATURE_SIGBUS, "
+        "which this userfaultfd did not grant");
   }
   // UFFDIO_COPY reads its source with copy_from_user; an untouched
   // read-only anonymous mapping reads as zeros and costs no memory.
@@ -141,6 +149,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   // fixed at registration.
   e->track_writes_ = e->uffd_->has(os::uffd_feature::kPagefaultFlagWp);
   UPAGER_RETURN_IF_ERROR(e->StartSnapshots());
+  if (signal) UPAGER_RETURN_IF_ERROR(e->StartSignalMode());
   // Paging first: the service threads poll the store's completion fd.
   if (options.resident_budget_bytes != 0) {
     UPAGER_RETURN_IF_ERROR(e->StartPaging());
@@ -234,6 +243,15 @@ Engine::~Engine() {
         // it as ordinary anonymous memory.
         (void)uffd_->Unregister(iv.start, iv.end - iv.start);
       }
+    }
+  }
+  // Signal mode: only now that no access can raise our SIGBUS any more do
+  // the regions leave the handler's view (a fault in between would
+  // otherwise reach the application's previous handler); after the grace
+  // period no handler uses a RegionCore below.
+  if (signal_mode()) SignalRegistry::Replace(this, {});
+  for (auto& [region, core] : regions_) {
+    for (const auto& iv : map_.IntervalsOf(core.get())) {
       if (options_.unmap_regions_on_destroy) {
         (void)os::Unmap(reinterpret_cast<void*>(iv.start), iv.end - iv.start);
       }
@@ -336,6 +354,16 @@ absl::StatusOr<Region*> Engine::Map(
   auto core = std::make_unique<RegionCore>(
       base, o.size, page_size_, fault_around,
       std::max(fault_around, options_.fault_around_max_pages));
+  // Signal mode: the SIGBUS handler cannot allocate page-table nodes, and a
+  // fault whose node is missing goes to a service thread. Regions up to
+  // kSignalReserveBytes get every node now (8 bytes per page, 0.2% of the
+  // region) so that their faults all stay on the faulting thread; larger
+  // ones grow their table on demand, one hand-off per 2 MiB first touched.
+  if (signal_mode() && o.size <= kSignalReserveBytes &&
+      !core->table.Reserve(PageIndex(0), pages)) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat(
+        "allocating the page table of ", pages, " pages")));
+  }
   core->source = static_cast<const std::byte*>(source.addr);
   core->snapshot_source = std::move(snapshot_source);
   auto* region = new Region(static_cast<std::byte*>(mem), o.size, page_size_,
@@ -357,6 +385,7 @@ absl::StatusOr<Region*> Engine::Map(
         raw->id = next_region_id_++;
         regions_by_id_[raw->id] = raw;
         regions_.emplace(region, std::move(core));
+        PublishSignalRegions();
         return region;
       }
     }
@@ -400,6 +429,13 @@ absl::Status Engine::Unmap(Region* region) {
     regions_.erase(it);
     regions_by_id_.erase(core->id);
     intervals = map_.EraseOwner(core.get());
+    // Signal mode: an access racing with Unmap (an application bug, but
+    // thread mode serves it as plain memory until the munmap) finds no
+    // region between here and the Unregister below; the handler retries
+    // such faults while a layout change is announced instead of passing
+    // them to the application's previous handler.
+    if (signal_mode()) SignalRegistry::BeginLayoutChange();
+    PublishSignalRegions();
   }
   absl::Status result;
   StopPrefetch(core.get());
@@ -412,6 +448,7 @@ absl::Status Engine::Unmap(Region* region) {
       result = s;
     }
   }
+  if (signal_mode()) SignalRegistry::EndLayoutChange();
   service_->WaitForQuiescence();
   // Store I/O naming the region (an eviction or swap-in in flight) must
   // finish before its memory and metadata go.
@@ -613,6 +650,10 @@ Stats Engine::stats() const {
   s.faults_minor = c.faults_minor.Get();
   s.faults_foreign = c.faults_foreign.Get();
   s.faults_stale = c.faults_stale.Get();
+  s.fault_mode = signal_mode() ? "signal" : "thread";
+  s.faults_on_thread = c.faults_on_thread.Get();
+  s.faults_handed_off = c.faults_handed_off.Get();
+  s.signal_waits = c.signal_waits.Get();
   s.pages_zero_filled = c.pages_zero_filled.Get();
   s.pages_zero_mapped = c.pages_zero_mapped.Get();
   s.pages_file_filled = c.pages_file_filled.Get();

@@ -47,6 +47,13 @@
 //   exclusively while it marks and protects, so the two never interleave.
 //   In-flight states (kEvicting, a swap-in's kFilling) carry the bit to
 //   whoever completes them. Lock order: snap_mu, map_mu_, book_mu.
+// - Signal mode (runtime/signal_fault.cc): a SIGBUS handler on the faulting
+//   thread claims and fills pages with the same CAS protocol, but takes no
+//   lock: it finds its region through SignalRegistry (republished under
+//   map_mu_ whenever the map changes; Unmap and ~Engine wait out its grace
+//   period before a RegionCore goes), stands aside while TakeSnapshot
+//   sweeps (RegionCore::sweeping / signal_fills instead of snap_mu), and
+//   hands everything else to the service threads (HandoffQueue).
 #ifndef UPAGER_RUNTIME_ENGINE_H_
 #define UPAGER_RUNTIME_ENGINE_H_
 
@@ -55,6 +62,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -71,10 +79,13 @@
 #include "runtime/copy_pool.h"
 #include "runtime/counters.h"
 #include "runtime/fault_service.h"
+#include "runtime/handoff_queue.h"
+#include "runtime/os/signals.h"
 #include "runtime/os/userfaultfd.h"
 #include "runtime/os/wakeup.h"
 #include "runtime/page_arena.h"
 #include "runtime/region_core.h"
+#include "runtime/signal_registry.h"
 #include "runtime/snapshot_source.h"
 #include "upager/backing_store.h"
 #include "upager/options.h"
@@ -122,6 +133,28 @@ class Engine final : public FaultService::Handler {
   void OnServiceError(absl::Status status) override;
   int ExtraFd() const override;
   void OnExtraReady() override;
+
+  // Signal mode: what the SIGBUS handler does with a fault on `entry`'s
+  // region (runtime/signal_fault.cc). Async-signal-safe.
+  enum class SignalOutcome {
+    kDone,   // resolved (or no longer ours): retry the access
+    kRetry,  // transient (an address-space event is pending): yield, retry
+    kWait,   // a service thread or another fill owns it: wait, then retry
+    kPassOn,  // the fault failed (ReleaseWithFailure): the SIGBUS is the
+              // application's, as the kernel's own would be
+  };
+  // Emplaces *waiter (registers) before it decides to wait.
+  SignalOutcome ResolveSignalFault(const SignalRegistry::Entry& entry,
+                                   const os::SigbusFault& fault,
+                                   std::optional<SignalWaiters::Waiter>* waiter);
+  bool signal_mode() const {
+    return options_.fault_mode == FaultMode::kSignal;
+  }
+  int HandoffFd() const override;
+  void TakeHandoffs(std::vector<os::UffdEvent>* out) override;
+  void EventsBegin() override;
+  void EventsEnd() override;
+  void AfterBatch() override;
 
   static uint64_t WantedFeatures();
   static absl::Status ValidateOptions(const RuntimeOptions& options);
@@ -331,6 +364,19 @@ class Engine final : public FaultService::Handler {
   void StopPrefetch(RegionCore* core);
   void UnmapSnapshotSource(RegionCore* core);
 
+  // signal_fault.cc
+  // Sets up signal mode (Create): handler, hand-off queue and eventfd.
+  absl::Status StartSignalMode();
+  // Fills the absent page `page` and its fault-around window inside the
+  // SIGBUS handler; kHandOff when the fault needs a service thread.
+  enum class HandlerFill { kDone, kRetry, kHandOff };
+  HandlerFill FillInHandler(RegionCore* core, PageIndex page,
+                            uint64_t page_limit, uintptr_t addr, bool write);
+  SignalOutcome HandOff(uintptr_t addr, bool write, bool wp);
+  // Republishes this Engine's intervals to SignalRegistry (signal mode;
+  // no-op otherwise). Returns after the registry's grace period.
+  void PublishSignalRegions() ABSL_EXCLUSIVE_LOCKS_REQUIRED(map_mu_);
+
   // app_events.cc
   void HandleRemove(uintptr_t start, uintptr_t end);
   void HandleUnmap(uintptr_t start, uintptr_t end);
@@ -392,8 +438,24 @@ class Engine final : public FaultService::Handler {
     std::atomic<int64_t> spills_inflight{0};
   };
   std::unique_ptr<Snapshots> snaps_;
+  // Signal mode: faults the SIGBUS handler hands to the service threads,
+  // and the eventfd that tells them (null in thread mode).
+  std::unique_ptr<HandoffQueue> handoffs_;
+  std::unique_ptr<os::EventFd> handoff_fd_;
+  // Signal mode: pages whose fault failed (a swap read error, a corrupt
+  // saved page). The next SIGBUS there is passed to the application's
+  // handler instead of being served; see ReleaseWithFailure.
+  static constexpr int kFailedSlots = 64;
+  std::atomic<uint64_t> failed_pages_[kFailedSlots] = {};
+  std::atomic<int> failed_count_{0};
+  // Records / consumes a failed page address (lock-free).
+  void NoteFailedPage(uintptr_t addr);
+  bool TakeFailedPage(uintptr_t addr);
   std::string snapshots_missing_;
   const std::shared_ptr<EngineLink> link_ = std::make_shared<EngineLink>();
+  // Signal mode: regions up to this size get their whole page table when
+  // mapped (see Engine::Map).
+  static constexpr uint64_t kSignalReserveBytes = uint64_t{16} << 30;
   // Regions are registered for write-protect too (clean-page tracking).
   bool track_writes_ = false;
   uint32_t next_region_id_ ABSL_GUARDED_BY(map_mu_) = 1;

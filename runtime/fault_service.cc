@@ -125,11 +125,11 @@ void FaultService::Loop(int index) {
   }
   std::vector<os::UffdEvent> batch(config_.batch);
   std::vector<os::UffdEvent> deferred;
-  // uffd, stop, then (serving threads only) kick and the store's
-  // completion fd.
-  const int extra = handler_->ExtraFd();
-  const int fds[4] = {uffd_->fd(), stop_.fd(), kick_.fd(), extra};
-  const size_t nfds = guard ? 2 : (extra >= 0 ? 4 : 3);
+  // uffd, stop, then (serving threads only) kick, the store's completion
+  // fd and the signal-mode hand-off fd; poll ignores the -1 ones.
+  const int fds[5] = {uffd_->fd(), stop_.fd(), kick_.fd(), handler_->ExtraFd(),
+                      handler_->HandoffFd()};
+  const size_t nfds = guard ? 2 : 5;
   std::atomic<uint64_t>& epoch = epochs_[index].value;
   while (true) {
     uint64_t ready = 0;
@@ -156,6 +156,7 @@ void FaultService::Loop(int index) {
     size_t count = 0;
     if (ready & 1) {
       absl::MutexLock lock(&event_mu_);
+      handler_->EventsBegin();
       const os::ReadResult r = uffd_->ReadEvents(absl::MakeSpan(batch));
       if (r.error != 0) {
         handler_->OnServiceError(
@@ -166,11 +167,22 @@ void FaultService::Loop(int index) {
         reads_.fetch_add(1, std::memory_order_relaxed);
         handler_->ApplyEvents(absl::MakeConstSpan(batch.data(), count));
       }
+      handler_->EventsEnd();
     }
-    if (count > 0 || !deferred.empty()) {
-      handler_->Serve(absl::MakeConstSpan(batch.data(), count),
-                      MonotonicNanos(), &deferred);
+    batch.resize(count);
+    if (ready & 16) {
+      // Under event_mu_, like a read: a fault handed over after the
+      // application's madvise or mremap returned is served only once that
+      // call's event (read already, or the call would not have returned)
+      // is applied.
+      absl::MutexLock lock(&event_mu_);
+      handler_->TakeHandoffs(&batch);
     }
+    if (!batch.empty() || !deferred.empty()) {
+      handler_->Serve(batch, MonotonicNanos(), &deferred);
+    }
+    batch.resize(config_.batch);
+    handler_->AfterBatch();
     epoch.fetch_add(1, std::memory_order_acq_rel);  // even: idle
   }
 }

@@ -77,6 +77,18 @@ class FaultService {
     // completion fd), or -1; OnExtraReady runs when it is readable.
     virtual int ExtraFd() const { return -1; }
     virtual void OnExtraReady() {}
+    // Signal mode: a descriptor that becomes readable when faults were
+    // handed over (-1: none), and TakeHandoffs appends them to *out as page
+    // fault events, to be served like faults read from the userfaultfd.
+    virtual int HandoffFd() const { return -1; }
+    virtual void TakeHandoffs(std::vector<os::UffdEvent>* out) { (void)out; }
+    // Around every read of the userfaultfd and the application of its
+    // address-space events (signal mode: a SIGBUS handler that finds no
+    // region for an address retries while the layout may be changing).
+    virtual void EventsBegin() {}
+    virtual void EventsEnd() {}
+    // After every batch: faults may have been resolved.
+    virtual void AfterBatch() {}
   };
 
   struct Config {

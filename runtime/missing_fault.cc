@@ -343,6 +343,15 @@ Engine::Served Engine::ServeForeign(uintptr_t addr, bool write) {
 }
 
 void Engine::ReleaseWithFailure(uintptr_t addr) {
+  if (signal_mode()) {
+    // The faulting thread waits in the SIGBUS handler, not in the kernel:
+    // its retried access raises SIGBUS again, which the handler now passes
+    // to the application (a poison marker would do no better: the handler
+    // would see its SIGBUS too, and a fill may overwrite the marker).
+    NoteFailedPage(addr);
+    counters_.threads_poisoned.Add();
+    return;
+  }
   // The faulting thread must not stay blocked forever. With UFFDIO_POISON
   // its retry gets SIGBUS, the same failure the kernel reports for memory
   // it cannot provide; without it, waking makes it fault again, and the

@@ -448,6 +448,9 @@ void Engine::HandleCompletions(
       OnWriteDone(static_cast<int>(c.tag), c.error);
     }
   }
+  // Signal mode: a thread may wait in its SIGBUS handler for a page these
+  // completions filled or moved back.
+  if (signal_mode()) SignalWaiters::NotifyIfWaiting();
 }
 
 void Engine::EvictClean(RegionCore* core, PageIndex page, PageEntry cur,

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -73,6 +74,14 @@ class RegionCore {
   // the region is handed out; owned, unmapped with the region.
   std::unique_ptr<SnapshotSource> snapshot_source;
 
+  // Signal mode: a SIGBUS handler cannot take snap_mu, so its fills count
+  // themselves here and stand aside (hand the fault to a service thread)
+  // while `sweeping` is set; TakeSnapshot sets it under snap_mu and waits
+  // for signal_fills to drain (SignalFillFence), so a sweep never sees a
+  // handler's claim half done.
+  std::atomic<uint32_t> signal_fills{0};
+  std::atomic<bool> sweeping{false};
+
   uint32_t id = 0;  // for the eviction policy; set once by Map
   std::atomic<int64_t> resident{0};     // pages in kResident or kEvicting
   std::atomic<int64_t> zero_mapped{0};  // pages in kZero
@@ -80,6 +89,27 @@ class RegionCore {
   std::atomic<int64_t> io_inflight{0};  // store I/Os naming this region
   Region* region = nullptr;             // the public handle; set once by Map
   Engine* engine = nullptr;             // set once by Map
+};
+
+// Keeps SIGBUS-handler fills out of a region for its lifetime (see
+// RegionCore::sweeping). Hold snap_mu exclusively around it.
+class SignalFillFence {
+ public:
+  explicit SignalFillFence(RegionCore* core) : core_(core) {
+    core_->sweeping.store(true, std::memory_order_seq_cst);
+    // Handler fills last microseconds and never wait for anything.
+    while (core_->signal_fills.load(std::memory_order_seq_cst) != 0) {
+      std::this_thread::yield();
+    }
+  }
+  ~SignalFillFence() {
+    core_->sweeping.store(false, std::memory_order_release);
+  }
+  SignalFillFence(const SignalFillFence&) = delete;
+  SignalFillFence& operator=(const SignalFillFence&) = delete;
+
+ private:
+  RegionCore* const core_;
 };
 
 // Pins snapshot readers of a region (see RegionCore::snap_readers).

@@ -682,6 +682,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
     bool again = false;
     {
       absl::MutexLock snap_lock(&core->snap_mu);
+      SignalFillFence fence(core);
       if (n_parts == 2) {
         std::thread helper([&] { sweep(&parts[1]); });
         sweep(&parts[0]);

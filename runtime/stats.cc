@@ -25,6 +25,12 @@ std::string Stats::ToString() const {
       "%d foreign, %d stale\n",
       faults_missing_read, faults_missing_write, faults_write_protect,
       faults_minor, faults_foreign, faults_stale);
+  if (fault_mode == "signal") {
+    absl::StrAppendFormat(
+        &s, "signal mode: %d faults resolved on the faulting thread, %d "
+        "handed off, %d waits for a page being filled\n",
+        faults_on_thread, faults_handed_off, signal_waits);
+  }
   absl::StrAppendFormat(
       &s, "pages: %d zero-filled, %d zero-mapped, %d from files, %d by "
       "fault-around; fills: %d exists, %d retries, %d gone\n",

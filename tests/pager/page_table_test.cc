@@ -474,3 +474,39 @@ TEST(PageTableRangeTest, ForEachNonAbsentInRangeVisitsExactlyTheRange) {
 
 }  // namespace
 }  // namespace upager::internal
+
+namespace upager::internal {
+namespace {
+
+TEST(PageTableNoAllocTest, CompareExchangeNoAllocNeedsAnExistingLeaf) {
+  PageTable t(4 * PageTable::kFanout);
+  PageEntry expected;
+  // No leaf: refused, nothing allocated, *expected untouched.
+  EXPECT_FALSE(t.CompareExchangeNoAlloc(PageIndex(3), &expected,
+                                        PageEntry::Of(PageState::kFilling)));
+  EXPECT_EQ(expected.raw(), 0u);
+  const size_t before = t.MetadataBytes();
+  EXPECT_EQ(t.Get(PageIndex(3)).raw(), 0u);
+  // Reserve the first two leaves: CAS now works there, not beyond.
+  ASSERT_TRUE(t.Reserve(PageIndex(0), 2 * PageTable::kFanout));
+  EXPECT_GT(t.MetadataBytes(), before);
+  EXPECT_TRUE(t.CompareExchangeNoAlloc(PageIndex(3), &expected,
+                                       PageEntry::Of(PageState::kFilling)));
+  EXPECT_EQ(t.Get(PageIndex(3)).state(), PageState::kFilling);
+  PageEntry stale;  // absent, but the entry is kFilling now
+  EXPECT_FALSE(t.CompareExchangeNoAlloc(PageIndex(3), &stale,
+                                        PageEntry::Of(PageState::kZero)));
+  EXPECT_EQ(stale.state(), PageState::kFilling);
+  PageEntry absent;
+  EXPECT_TRUE(t.CompareExchangeNoAlloc(
+      PageIndex(2 * PageTable::kFanout - 1), &absent,
+      PageEntry::Of(PageState::kZero)));
+  EXPECT_FALSE(t.CompareExchangeNoAlloc(PageIndex(2 * PageTable::kFanout),
+                                        &absent,
+                                        PageEntry::Of(PageState::kZero)));
+  ASSERT_TRUE(t.Set(PageIndex(3), PageEntry()));  // settle the claim
+  EXPECT_TRUE(t.CheckInvariants().ok()) << t.CheckInvariants();
+}
+
+}  // namespace
+}  // namespace upager::internal

@@ -407,7 +407,7 @@ namespace upager::testing {
 namespace {
 
 TEST(AdaptiveFaultAroundTest, SequentialTouchGrowsTheWindowRandomDoesNot) {
-  auto rt = Runtime::Create({.fault_around_pages = 16, .fault_around_max_pages = 256});
+  auto rt = CreateForTest({.fault_around_pages = 16, .fault_around_max_pages = 256});
   ASSERT_TRUE(rt.ok()) << rt.status();
   const size_t ps = (*rt)->page_size();
   constexpr size_t kPages = 4096;

@@ -256,7 +256,7 @@ void TouchAPageWhoseReadFails() {
   RuntimeOptions o;
   o.resident_budget_bytes = kBudget * kPage;
   o.swap.store = faulty;
-  auto rt = Runtime::Create(o);
+  auto rt = CreateForTest(o);
   if (!rt.ok()) _exit(4);
   auto r = (*rt)->Map({.size = kPages * kPage, .name = "eio-read"});
   if (!r.ok()) _exit(5);
@@ -279,7 +279,7 @@ TEST(PagingFailureDeathTest, FailedReadReleasesTheThreadWithSigbus) {
 TEST(PagingOptionsTest, BadPagingOptionsAreClearErrors) {
   RuntimeOptions tiny;
   tiny.resident_budget_bytes = 100;
-  auto a = Runtime::Create(tiny);
+  auto a = CreateForTest(tiny);
   EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(a.status().message(), HasSubstr("resident_budget_bytes = 100"));
 
@@ -287,20 +287,20 @@ TEST(PagingOptionsTest, BadPagingOptionsAreClearErrors) {
   marks.resident_budget_bytes = 1 << 20;
   marks.low_watermark_percent = 90;
   marks.high_watermark_percent = 80;
-  EXPECT_EQ(Runtime::Create(marks).status().code(),
+  EXPECT_EQ(CreateForTest(marks).status().code(),
             absl::StatusCode::kInvalidArgument);
 
   RuntimeOptions capacity;
   capacity.resident_budget_bytes = 1 << 20;
   capacity.swap.capacity_bytes = 12345;
-  auto c = Runtime::Create(capacity);
+  auto c = CreateForTest(capacity);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("12345"));
 
   RuntimeOptions path;
   path.resident_budget_bytes = 1 << 20;
   path.swap.path = "/nonexistent/upager/dir/app.swap";
-  auto d = Runtime::Create(path);
+  auto d = CreateForTest(path);
   EXPECT_FALSE(d.ok());
   EXPECT_THAT(d.status().message(), HasSubstr("/nonexistent/upager/dir"));
 }

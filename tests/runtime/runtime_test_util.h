@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <string_view>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -17,9 +19,26 @@
 
 namespace upager::testing {
 
+// The fault mode the suite runs in: ctest registers the paging, snapshot
+// and first-touch suites twice, the second time with
+// UPAGER_TEST_FAULT_MODE=signal (tests/CMakeLists.txt, upager_test_both_modes).
+inline bool SignalModeUnderTest() {
+  const char* m = std::getenv("UPAGER_TEST_FAULT_MODE");
+  return m != nullptr && std::string_view(m) == "signal";
+}
+inline RuntimeOptions WithTestMode(RuntimeOptions o) {
+  if (SignalModeUnderTest()) o.fault_mode = FaultMode::kSignal;
+  return o;
+}
+// Runtime::Create in the suite's fault mode.
+inline absl::StatusOr<std::unique_ptr<Runtime>> CreateForTest(
+    const RuntimeOptions& o = {}) {
+  return Runtime::Create(WithTestMode(o));
+}
+
 // A Runtime, or nullptr after a test failure naming the status.
 inline std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
-  auto rt = Runtime::Create(o);
+  auto rt = CreateForTest(o);
   EXPECT_TRUE(rt.ok()) << rt.status();
   return rt.ok() ? std::move(*rt) : nullptr;
 }

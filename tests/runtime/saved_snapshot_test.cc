@@ -131,7 +131,7 @@ TEST(SavedSnapshotTest, IncrementalChainRestoresLazilyInAChildProcess) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    auto rt = Runtime::Create({});
+    auto rt = CreateForTest({});
     if (!rt.ok()) _exit(10);
     for (size_t level = 1; level <= want.size(); ++level) {
       auto r = (*rt)->MapSnapshot(dir / absl::StrCat("s", level, ".snap"));

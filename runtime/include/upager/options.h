@@ -41,6 +41,35 @@ struct SwapOptions {
   std::shared_ptr<BackingStore> store;
 };
 
+// Where a page fault on a region is resolved.
+enum class FaultMode {
+  // Default. The faulting thread sleeps in the kernel while a service
+  // thread reads the fault from the userfaultfd and resolves it. Every
+  // kind of access is served, including the kernel's own on the
+  // application's behalf (read(2) into a region).
+  kThread,
+  // UFFD_FEATURE_SIGBUS: the kernel raises SIGBUS on the faulting thread,
+  // and upager's SIGBUS handler resolves the fault right there (zero-fill
+  // or copy from the region's source file, with fault-around), with no
+  // wake-up of another thread. Faults that need I/O or state guarded by
+  // locks (swap-in, a page being evicted, a snapshot's copy-on-write, a
+  // budget that needs a frame, a saved-snapshot region) are handed to a
+  // service thread through a lock-free queue while the faulting thread
+  // waits in the handler on a futex. Trade-offs:
+  // - faults the kernel takes on the application's behalf (read(2),
+  //   recv(2), a syscall writing into an untouched page of a region) fail
+  //   with EFAULT instead of being served: touch the pages first;
+  // - the handler is process-wide and stays installed; a SIGBUS it does
+  //   not own (an address outside every signal-mode region, a poisoned
+  //   page) goes to the handler installed before it, unchanged;
+  // - with a budget, write faults always go to a service thread (a frame
+  //   and the eviction policy take locks), so the gain is for zero-filled
+  //   and file-backed regions without one.
+  // Needs UFFD_FEATURE_SIGBUS (Linux 4.14+); Runtime::Create fails with
+  // FailedPrecondition without it.
+  kSignal,
+};
+
 struct RuntimeOptions {
   // Private pages the Runtime may keep in memory, in bytes; 0 (default)
   // means no budget: nothing is ever evicted. Past the high watermark a
@@ -97,6 +126,10 @@ struct RuntimeOptions {
   uint32_t max_events_per_read = 64;
 
   UffdOpenMode uffd_open = UffdOpenMode::kAuto;
+
+  // See FaultMode. kThread by default: it serves every access, and on the
+  // benchmarks in the README it is ... (README, "Fault modes").
+  FaultMode fault_mode = FaultMode::kThread;
 
   // What ~Runtime does with regions the application did not Unmap: true
   // (default) unmaps them, like freeing memory; false leaves them mapped as

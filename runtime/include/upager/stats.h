@@ -35,6 +35,7 @@ struct Stats {
   // False in user-mode-only mode: read(2) into an untouched page fails with
   // EFAULT instead of being served.
   bool kernel_faults_served = true;
+  std::string fault_mode;  // "thread" or "signal"
   uint64_t uffd_features = 0;  // UFFD_FEATURE_* bits granted
   std::vector<std::string> uffd_feature_names;
   int service_threads = 0;
@@ -53,6 +54,12 @@ struct Stats {
   // Faults at an address no region owns (a region being unmapped, or the
   // part an application mremap grew): served as plain zero-fill.
   uint64_t faults_foreign = 0;
+  // Signal mode: faults resolved inside the SIGBUS handler on the faulting
+  // thread, faults it handed to a service thread, and times a handler
+  // waited for a page another thread was filling.
+  uint64_t faults_on_thread = 0;
+  uint64_t faults_handed_off = 0;
+  uint64_t signal_waits = 0;
   // Faults already resolved by another fill by the time they were read.
   uint64_t faults_stale = 0;
 
