@@ -14,6 +14,9 @@
 #                cmake/tsan_absl_mutex.cc makes absl::Mutex visible to TSan
 #                (without it every guarded access is reported as a race);
 #                scripts/tsan.supp says what is suppressed and why.
+#   build-fuzz   the libFuzzer targets (scripts/fuzz.sh), each for a short
+#                bounded run from its committed seeds. UPAGER_FUZZ=0 skips
+#                them alone.
 #
 # Every build runs even if an earlier one failed; the exit status is non-zero
 # if any did.
@@ -138,12 +141,19 @@ tsan_tests() {
       -E "$excludes")
 }
 
+# --- libFuzzer: builds and runs every target; its own lines say how each
+# did.
+fuzz() { "$ROOT/scripts/fuzz.sh"; }
+
 step "clang -Wthread-safety -Werror" clang_build || true
 if step "asan+ubsan build" asan_build; then
   step "asan+ubsan tests" asan_tests || true
 fi
 if step "tsan build" tsan_build; then
   step "tsan tests" tsan_tests || true
+fi
+if [[ "${UPAGER_FUZZ:-1}" != 0 ]]; then
+  step "fuzz (libFuzzer, 3 targets)" fuzz || true
 fi
 
 echo "sanitizers: summary"

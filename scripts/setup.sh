@@ -6,7 +6,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${UPAGER_BUILD_DIR:-$ROOT/build}"
 
 PKGS=(cmake make g++ pkg-config liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-      clang llvm)  # clang: the sanitizer builds (scripts/sanitizers.sh); llvm: llvm-symbolizer
+      clang llvm libclang-rt-dev)
+# clang: the sanitizer and fuzzing builds (scripts/sanitizers.sh,
+# scripts/fuzz.sh); llvm: llvm-symbolizer; libclang-rt-dev: the sanitizer
+# runtimes and libFuzzer, which clang only recommends.
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
