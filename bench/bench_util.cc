@@ -27,6 +27,11 @@ absl::StatusOr<std::unique_ptr<Runtime>>& RuntimeSlot(Pager pager) {
         Runtime::Create({.service_idle_priority = true}));
     return *slot;
   }
+  if (pager == Pager::kUpagerSpin) {
+    static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
+        Runtime::Create({.service_spin_ns = 50'000}));
+    return *slot;
+  }
   if (pager == Pager::kUpagerSignal) {
     static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
         Runtime::Create({.fault_mode = FaultMode::kSignal}));

@@ -42,6 +42,9 @@ enum class Pager {
   // A Region of a Runtime in FaultMode::kSignal: the faulting thread
   // resolves its own fault in the SIGBUS handler.
   kUpagerSignal,
+  // The default Runtime with service_spin_ns = 50 us: what spinning before
+  // sleeping is worth.
+  kUpagerSpin,
 };
 
 inline bool IsUpager(Pager p) { return p != Pager::kKernel; }

@@ -177,6 +177,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_idleprio, Pager::kUpagerIdlePriori
     ->Name("FirstTouch/Random/upager-idleprio")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_spin, Pager::kUpagerSpin)
+    ->Name("FirstTouch/Random/upager-spin")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchRandom, upager_signal, Pager::kUpagerSignal)
     ->Name("FirstTouch/Random/upager-signal")
     ->UseManualTime()

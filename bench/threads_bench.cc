@@ -113,6 +113,10 @@ BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_idleprio, Pager::kUpagerIdlePrio
     ->Name("FirstTouch/Threads2/upager-idleprio")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_spin, Pager::kUpagerSpin)
+    ->Name("FirstTouch/Threads2/upager-spin")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FirstTouchThreads2, upager_signal, Pager::kUpagerSignal)
     ->Name("FirstTouch/Threads2/upager-signal")
     ->UseManualTime()

@@ -107,6 +107,16 @@ absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
         "RuntimeOptions.fault_around_max_pages = ", o.fault_around_max_pages,
         " is outside [1, ", RuntimeOptions::kMaxFaultAroundPages, "]"));
   }
+  if (o.fault_mode != FaultMode::kThread && o.fault_mode != FaultMode::kSignal) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.fault_mode = ", static_cast<int>(o.fault_mode),
+        " is not a FaultMode (kThread = 0, kSignal = 1)"));
+  }
+  if (o.service_spin_ns > RuntimeOptions::kMaxServiceSpinNs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.service_spin_ns = ", o.service_spin_ns,
+        " is above ", RuntimeOptions::kMaxServiceSpinNs));
+  }
   if (o.max_events_per_read < 1 || o.max_events_per_read > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("RuntimeOptions.max_events_per_read = ",
@@ -165,6 +175,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   config.batch = options.max_events_per_read;
   if (options.pin_service_threads) config.cpus = cpus;
   config.idle_priority = options.service_idle_priority;
+  config.spin_ns = options.service_spin_ns;
   auto service = FaultService::Start(e->uffd_.get(), e.get(), std::move(config));
   if (!service.ok()) return service.status();
   e->service_ = std::move(*service);

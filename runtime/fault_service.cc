@@ -131,18 +131,25 @@ void FaultService::Loop(int index) {
                       handler_->HandoffFd()};
   const size_t nfds = guard ? 2 : 5;
   std::atomic<uint64_t>& epoch = epochs_[index].value;
+  // Config::spin_ns: until then, poll without sleeping.
+  uint64_t spin_until = 0;
   while (true) {
     uint64_t ready = 0;
     // With deferred faults, wake up soon even if nothing new arrives: the
     // event that made the kernel answer EAGAIN may be read by another
     // service thread, and a kick may go to another thread.
-    const int timeout_ms = deferred.empty() ? -1 : 1;
+    const bool spinning = spin_until != 0 && MonotonicNanos() < spin_until;
+    const int timeout_ms = spinning ? 0 : deferred.empty() ? -1 : 1;
     if (const int err = os::PollReadable(absl::MakeConstSpan(fds, nfds),
                                          timeout_ms, &ready);
         err != 0) {
       handler_->OnServiceError(os::ErrnoToStatus(err, "poll(userfaultfd)"));
       absl::SleepFor(absl::Milliseconds(1));
       continue;
+    }
+    if (ready == 0 && spinning) continue;  // nothing yet: keep spinning
+    if (!guard && config_.spin_ns != 0 && (ready & ~uint64_t{2}) != 0) {
+      spin_until = MonotonicNanos() + config_.spin_ns;
     }
     if (ready & 2) break;
     if (guard && (ready & 1)) {

@@ -96,6 +96,7 @@ class FaultService {
     uint32_t batch = 64;   // events per read
     std::vector<int> cpus;  // non-empty: thread i pinned to cpus[i % size]
     bool idle_priority = false;  // SCHED_IDLE + a normal-priority guard
+    uint32_t spin_ns = 0;  // poll without sleeping this long after a batch
   };
   static constexpr int kGuardDelayMs = 1;
 

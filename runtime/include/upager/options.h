@@ -107,6 +107,16 @@ struct RuntimeOptions {
   // application threads keep every CPU busy between faults.
   bool service_idle_priority = false;
 
+  // After serving a batch, a service thread keeps polling the userfaultfd
+  // without sleeping for this long before it blocks, so that a fault
+  // arriving meanwhile needs no wake-up. 0 (default): block at once.
+  // Measured here (README, "Benchmarks", the -spin rows) spinning does not
+  // pay on a 2-vCPU VM: the spinning thread takes the CPU the application
+  // needs, and the thread on the faulting CPU is woken locally anyway. It
+  // may pay on machines with idle cores. At most kMaxServiceSpinNs.
+  uint32_t service_spin_ns = 0;
+  static constexpr uint32_t kMaxServiceSpinNs = 1'000'000;
+
   // Pages filled per missing fault (the faulting page and the ones after
   // it, stopping at the region's end or the first page already present).
   // 1 turns fault-around off. 1..kMaxFaultAroundPages. A region may
