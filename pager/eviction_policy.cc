@@ -69,8 +69,7 @@ absl::Status EvictionPolicy::Validate(const Options& options) {
         "EvictionPolicy::Options::protected_pages = ", options.protected_pages,
         " must be below budget_pages = ", options.budget_pages));
   }
-  // Resident pages and ghosts share the arena's 32-bit node ids.
-  constexpr uint64_t kMaxPages = PageListArena::kMaxNodes / 2;
+  constexpr uint64_t kMaxPages = kMaxBudgetPages;
   if (options.budget_pages > kMaxPages) {
     return absl::InvalidArgumentError(absl::StrCat(
         "EvictionPolicy::Options::budget_pages = ", options.budget_pages,

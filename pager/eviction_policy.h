@@ -171,6 +171,9 @@ class EvictionPolicy {
 
   // OK, or InvalidArgument naming the offending value.
   static absl::Status Validate(const Options& options);
+  // The largest budget_pages Validate accepts: resident pages and ghosts
+  // share the arena's 32-bit node ids.
+  static constexpr uint64_t kMaxBudgetPages = PageListArena::kMaxNodes / 2;
 
   // Precondition: Validate(options).ok().
   explicit EvictionPolicy(const Options& options);

@@ -107,6 +107,14 @@ absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
         "RuntimeOptions.fault_around_max_pages = ", o.fault_around_max_pages,
         " is outside [1, ", RuntimeOptions::kMaxFaultAroundPages, "]"));
   }
+  if (o.uffd_open != UffdOpenMode::kAuto &&
+      o.uffd_open != UffdOpenMode::kSyscall &&
+      o.uffd_open != UffdOpenMode::kDevice &&
+      o.uffd_open != UffdOpenMode::kUserModeOnly) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.uffd_open = ", static_cast<int>(o.uffd_open),
+        " is not a UffdOpenMode"));
+  }
   if (o.fault_mode != FaultMode::kThread && o.fault_mode != FaultMode::kSignal) {
     return absl::InvalidArgumentError(absl::StrCat(
         "RuntimeOptions.fault_mode = ", static_cast<int>(o.fault_mode),

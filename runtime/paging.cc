@@ -50,6 +50,12 @@ absl::Status Engine::ValidatePaging(const RuntimeOptions& o,
         "RuntimeOptions.resident_budget_bytes = ", o.resident_budget_bytes,
         " is smaller than one page (", page_size, " bytes)"));
   }
+  if (o.resident_budget_bytes / page_size > EvictionPolicy::kMaxBudgetPages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RuntimeOptions.resident_budget_bytes = ", o.resident_budget_bytes,
+        " is above the largest budget, ", EvictionPolicy::kMaxBudgetPages,
+        " pages of ", page_size, " bytes"));
+  }
   if (o.low_watermark_percent < 1 || o.high_watermark_percent > 100 ||
       o.low_watermark_percent > o.high_watermark_percent) {
     return absl::InvalidArgumentError(absl::StrCat(

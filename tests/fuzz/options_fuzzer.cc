@@ -103,12 +103,16 @@ RuntimeOptions ConsumeRuntimeOptions(FuzzedDataProvider& in) {
   // Any value of the underlying type, not only the named ones.
   o.uffd_open = static_cast<UffdOpenMode>(in.ConsumeIntegral<int>());
   o.unmap_regions_on_destroy = in.ConsumeBool();
+  o.service_spin_ns = in.ConsumeIntegral<uint32_t>();
+  o.fault_mode = static_cast<FaultMode>(in.ConsumeIntegral<int>());
   return o;
 }
 
 // Engine::ValidateOptions, against upager/options.h: service_threads
 // 0..kMaxServiceThreads, fault_around_pages and fault_around_max_pages
-// 1..kMaxFaultAroundPages, max_events_per_read 1..64. (The budget, the
+// 1..kMaxFaultAroundPages, max_events_per_read 1..64, service_spin_ns
+// 0..kMaxServiceSpinNs, fault_mode kThread or kSignal, uffd_open a named
+// UffdOpenMode. (The budget, the
 // watermarks and the swap options are ValidatePaging's.)
 void CheckRuntimeOptions(const RuntimeOptions& o) {
   const auto in = [](int64_t v, int64_t lo, int64_t hi) {
@@ -124,7 +128,13 @@ void CheckRuntimeOptions(const RuntimeOptions& o) {
        {"fault_around_max_pages", absl::StrCat(o.fault_around_max_pages),
         in(o.fault_around_max_pages, 1, RuntimeOptions::kMaxFaultAroundPages)},
        {"max_events_per_read", absl::StrCat(o.max_events_per_read),
-        in(o.max_events_per_read, 1, 64)}});
+        in(o.max_events_per_read, 1, 64)},
+       {"service_spin_ns", absl::StrCat(o.service_spin_ns),
+        in(o.service_spin_ns, 0, RuntimeOptions::kMaxServiceSpinNs)},
+       {"fault_mode", absl::StrCat(static_cast<int>(o.fault_mode)),
+        in(static_cast<int>(o.fault_mode), 0, 1)},
+       {"uffd_open", absl::StrCat(static_cast<int>(o.uffd_open)),
+        in(static_cast<int>(o.uffd_open), 0, 3)}});
 }
 
 // PageTable::Validate: 1..kMaxPages. An accepted count builds a table

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/runtime/paging_test_util.h"
 #include "tests/runtime/runtime_test_util.h"
@@ -296,6 +297,15 @@ TEST(PagingOptionsTest, BadPagingOptionsAreClearErrors) {
   auto c = CreateForTest(capacity);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("12345"));
+
+  // Past the policy's 2^31 - 1 pages: refused before any swap file exists.
+  RuntimeOptions huge;
+  huge.resident_budget_bytes = uint64_t{1} << 62;
+  auto h = CreateForTest(huge);
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(h.status().message(),
+              HasSubstr(absl::StrCat("resident_budget_bytes = ",
+                                     uint64_t{1} << 62)));
 
   RuntimeOptions path;
   path.resident_budget_bytes = 1 << 20;
