@@ -195,10 +195,8 @@ bool PageTable::Set(PageIndex page, PageEntry e) {
   return true;
 }
 
-bool PageTable::CompareExchangeNoAlloc(PageIndex page, PageEntry* expected,
-                                       PageEntry desired) {
-  Leaf* leaf = FindLeaf(page.value(), nullptr);
-  if (leaf == nullptr) return false;
+bool PageTable::CompareExchangeInLeaf(Leaf* leaf, PageIndex page,
+                                      PageEntry* expected, PageEntry desired) {
   uint64_t current = expected->raw();
   if (leaf->entries[page.value() & kIndexMask].compare_exchange_strong(
           current, desired.raw(), std::memory_order_acq_rel,
@@ -207,6 +205,12 @@ bool PageTable::CompareExchangeNoAlloc(PageIndex page, PageEntry* expected,
   }
   *expected = PageEntry(current);
   return false;
+}
+
+bool PageTable::CompareExchangeNoAlloc(PageIndex page, PageEntry* expected,
+                                       PageEntry desired) {
+  Leaf* leaf = FindLeaf(page.value(), nullptr);
+  return leaf != nullptr && CompareExchangeInLeaf(leaf, page, expected, desired);
 }
 
 bool PageTable::Reserve(PageIndex first, uint64_t count) {
@@ -236,14 +240,7 @@ bool PageTable::CompareExchange(PageIndex page, PageEntry* expected,
       return false;
     }
   }
-  uint64_t current = expected->raw();
-  if (leaf->entries[page.value() & kIndexMask].compare_exchange_strong(
-          current, desired.raw(), std::memory_order_acq_rel,
-          std::memory_order_acquire)) {
-    return true;
-  }
-  *expected = PageEntry(current);
-  return false;
+  return CompareExchangeInLeaf(leaf, page, expected, desired);
 }
 
 bool PageTable::SetRange(PageIndex first, uint64_t count, PageEntry e) {

@@ -124,6 +124,9 @@ class PageTable {
   // would cover, aligned so the caller can skip it. Allocation-free and
   // lock-free (Get's async-signal-safe path).
   Leaf* FindLeaf(uint64_t page, uint64_t* missing_span) const;
+  // The CAS itself, on an entry of `leaf`.
+  static bool CompareExchangeInLeaf(Leaf* leaf, PageIndex page,
+                                    PageEntry* expected, PageEntry desired);
   // As FindLeaf but allocates the missing path; nullptr only when an
   // allocation failed.
   Leaf* FindOrAllocateLeaf(uint64_t page);

@@ -13,13 +13,6 @@ PageState FilledState(bool write) {
   return write ? PageState::kResident : PageState::kZero;
 }
 
-void CountPresent(RegionCore* core, PageState s, int64_t delta) {
-  if (s == PageState::kResident) {
-    core->resident.fetch_add(delta, std::memory_order_relaxed);
-  } else if (s == PageState::kZero) {
-    core->zero_mapped.fetch_add(delta, std::memory_order_relaxed);
-  }
-}
 
 }  // namespace
 
@@ -231,7 +224,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
 
   // Publish the pages that were filled; the faulting page's previous
   // state (normally absent) leaves the counters.
-  CountPresent(t.core, prev.state(), -1);
+  t.core->CountPresent(prev.state(), -1);
   // A page we believed present and captured that the fill just replaced
   // was zapped by the application's own madvise: its bytes are gone.
   // The fill put a fresh page there: none of the old entry's protection,
@@ -252,7 +245,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
       RecordError(absl::InternalError("page table Set failed on a claimed page"));
     }
   }
-  CountPresent(t.core, filled, static_cast<int64_t>(done));
+  t.core->CountPresent(filled, static_cast<int64_t>(done));
   if (private_fill && done > 0) {
     frames_used = done - (prev.state() == PageState::kResident ? 1 : 0);
     AdmitToPolicy(t.core, t.page, done,
@@ -276,7 +269,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
     for (uint64_t i = first; i < n; ++i) {
       const PageEntry back = i == 0 ? prev : PageEntry();
       (void)table.Set(t.page + i, back);
-      if (i == 0) CountPresent(t.core, prev.state(), +1);
+      if (i == 0) t.core->CountPresent(prev.state(), +1);
     }
   };
   switch (r.outcome) {
@@ -294,7 +287,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
               ? prev
               : PageEntry::Of(PageState::kResident);  // present, kind unknown
       (void)table.Set(t.page + done, existing);
-      CountPresent(t.core, existing.state(), +1);
+      t.core->CountPresent(existing.state(), +1);
       restore_from(done + 1);
       (void)uffd_->Wake(addr, len);
       return Served::kDone;

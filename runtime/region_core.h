@@ -87,6 +87,15 @@ class RegionCore {
   std::atomic<int64_t> zero_mapped{0};  // pages in kZero
   std::atomic<int64_t> swapped{0};      // pages in kSwapped
   std::atomic<int64_t> io_inflight{0};  // store I/Os naming this region
+  // Moves `delta` pages into (or out of) the counter of present state `s`
+  // (resident or zero_mapped; other states are not counted here).
+  void CountPresent(PageState s, int64_t delta) {
+    if (s == PageState::kResident) {
+      resident.fetch_add(delta, std::memory_order_relaxed);
+    } else if (s == PageState::kZero) {
+      zero_mapped.fetch_add(delta, std::memory_order_relaxed);
+    }
+  }
   Region* region = nullptr;             // the public handle; set once by Map
   Engine* engine = nullptr;             // set once by Map
 };

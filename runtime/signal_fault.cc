@@ -83,13 +83,6 @@ bool OnSigbus(const os::SigbusFault& f) {
   return true;
 }
 
-void CountPresent(RegionCore* core, PageState s, int64_t delta) {
-  if (s == PageState::kResident) {
-    core->resident.fetch_add(delta, std::memory_order_relaxed);
-  } else if (s == PageState::kZero) {
-    core->zero_mapped.fetch_add(delta, std::memory_order_relaxed);
-  }
-}
 
 }  // namespace
 
@@ -299,13 +292,13 @@ Engine::HandlerFill Engine::FillInHandler(RegionCore* core, PageIndex page,
   for (uint64_t i = 0; i < done; ++i) {
     (void)table.Set(page + i, PageEntry::Of(filled));
   }
-  CountPresent(core, filled, static_cast<int64_t>(done));
+  core->CountPresent(filled, static_cast<int64_t>(done));
   uint64_t first_unclaimed = done;
   if (r.outcome == os::UffdOutcome::kExists) {
     // Page `done` is mapped already though we saw it absent (as in
     // HandleMissing): present, kind unknown.
     (void)table.Set(page + done, PageEntry::Of(PageState::kResident));
-    CountPresent(core, PageState::kResident, +1);
+    core->CountPresent(PageState::kResident, +1);
     ++first_unclaimed;
     counters_.fill_exists.Add();
   }
