@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -70,7 +71,6 @@ bool Verify(const std::byte* base, size_t page,
   return base[untouched * page] == std::byte{0};
 }
 
-// Prints what failed; true if it did.
 bool Failed(const absl::Status& s, const char* what) {
   if (!s.ok()) std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
   return !s.ok();
@@ -88,24 +88,18 @@ int main(int argc, char** argv) {
   const size_t page = (*rt)->page_size();
   const uint64_t region_pages = (absl::GetFlag(FLAGS_region_mib) << 20) / page;
   const uint64_t n = absl::GetFlag(FLAGS_pages);
-  if (n < 1 || region_pages < 2 || n + 1 > region_pages) {
-    std::fprintf(
-        stderr,
-        "--pages=%lu must be in [1, region pages - 1] (--region_mib=%lu)\n", n,
-        absl::GetFlag(FLAGS_region_mib));
+  if (n < 1 || n + 1 > region_pages) {
+    std::fprintf(stderr, "need 1 <= --pages < pages in --region_mib (%lu)\n",
+                 region_pages);
     return 2;
   }
   const size_t bytes = region_pages * page;
 
-  // n + 1 distinct random pages (a partial Fisher-Yates); the last one is
-  // never touched and must read as zero.
+  // n + 1 distinct random pages; the last one is never touched and must read
+  // as zero.
   std::vector<uint64_t> order(region_pages);
-  for (uint64_t i = 0; i < region_pages; ++i) order[i] = i;
-  std::mt19937_64 rng(1);
-  for (uint64_t i = 0; i <= n; ++i) {
-    std::swap(order[i], order[std::uniform_int_distribution<uint64_t>(
-                            i, region_pages - 1)(rng)]);
-  }
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(1));
   const uint64_t untouched = order[n];
   order.resize(n);
 
@@ -124,7 +118,7 @@ int main(int argc, char** argv) {
   }
   auto* kbase = static_cast<std::byte*>(anon);
   const Summary kernel = Summarize(TouchAll(kbase, page, order));
-  const bool kernel_ok = Verify(kbase, page, order, untouched);
+  bool ok = Verify(kbase, page, order, untouched);
   munmap(anon, bytes);
 
   // One page per fault: every touch is one round trip to a service thread.
@@ -132,31 +126,24 @@ int main(int argc, char** argv) {
       (*rt)->Map({.size = bytes, .name = "latency", .fault_around_pages = 1});
   if (Failed(region.status(), "Map")) return 1;
   const Summary upager = Summarize(TouchAll((*region)->data(), page, order));
-  const bool upager_ok = Verify((*region)->data(), page, order, untouched);
+  ok = Verify((*region)->data(), page, order, untouched) && ok;
   const upager::Stats s = (*rt)->stats();
 
   std::printf(
-      "%lu random first touches (writes) in a %lu MiB range, %zu-byte pages\n",
-      n, bytes >> 20, page);
+      "%lu random first touches (writes) in a %lu MiB range, %zu-byte "
+      "pages; upager through %s, %s\n",
+      n, bytes >> 20, page, s.uffd_open_path.c_str(), s.uffd_mode.c_str());
   std::printf("  kernel (anonymous memory):   median %7.2f us   p99 %7.2f us\n",
               kernel.median_us, kernel.p99_us);
+  std::printf("  upager (userfaultfd region): median %7.2f us   p99 %7.2f us\n",
+              upager.median_us, upager.p99_us);
   std::printf(
-      "  upager (userfaultfd region): median %7.2f us   p99 %7.2f us   [%s, "
-      "%s]\n",
-      upager.median_us, upager.p99_us, s.uffd_open_path.c_str(),
-      s.uffd_mode.c_str());
-  std::printf("  upager / kernel: %.1fx at the median, %.1fx at p99\n",
-              upager.median_us / kernel.median_us,
-              upager.p99_us / kernel.p99_us);
-  std::printf(
-      "  of which upager's service time: p50 %.2f us, p99 %.2f us (%lu "
-      "faults)\n",
+      "  upager / kernel: %.1fx at the median, %.1fx at p99; upager's "
+      "service time p50 %.2f us, p99 %.2f us (%lu faults)\n",
+      upager.median_us / kernel.median_us, upager.p99_us / kernel.p99_us,
       s.fault_latency.p50_ns / 1e3, s.fault_latency.p99_ns / 1e3,
       s.fault_latency.count);
-  std::printf("verification: %s\n", kernel_ok && upager_ok
-                                        ? "every touched byte correct"
-                                        : "MISMATCH");
-  return kernel_ok && upager_ok && !Failed((*rt)->status(), "fault service")
-             ? 0
-             : 1;
+  std::printf("verification: %s\n",
+              ok ? "every touched byte correct" : "MISMATCH");
+  return ok && !Failed((*rt)->status(), "fault service") ? 0 : 1;
 }

@@ -9,7 +9,6 @@
 //   build/bin/out_of_core_sort [--data_mib=256] [--budget_mib=64]
 //                              [--swap_path=/var/tmp/sort.swap]
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -21,14 +20,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/time/clock.h"
 #include "upager/upager.h"
 
 ABSL_FLAG(uint64_t, data_mib, 256, "Bytes of 64-bit values to sort, in MiB");
 ABSL_FLAG(uint64_t, budget_mib, 64,
           "Resident budget in MiB, at least 4 and below --data_mib");
 ABSL_FLAG(std::string, swap_path, "",
-          "Swap file on a local disk; empty: a temporary file in $TMPDIR or "
-          "/var/tmp");
+          "Local swap file; empty: a temporary one in $TMPDIR or /var/tmp");
 
 namespace {
 
@@ -51,23 +50,16 @@ struct Run {
   uint64_t count;
 };
 
-// Prints what failed; true if it did.
 bool Failed(const absl::Status& s, const char* what) {
   if (!s.ok()) std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
   return !s.ok();
-}
-
-double SecondsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t)
-      .count();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "External merge sort of more data than its resident budget, "
-      "through upager Regions; verifies order and values.");
+      "External merge sort of more data than the resident budget, verified.");
   absl::ParseCommandLine(argc, argv);
   const uint64_t data_mib = absl::GetFlag(FLAGS_data_mib);
   const uint64_t budget_mib = absl::GetFlag(FLAGS_budget_mib);
@@ -97,17 +89,16 @@ int main(int argc, char** argv) {
   auto* out = reinterpret_cast<uint64_t*>((*out_region)->data());
   const uint64_t n = (data_mib << 20) / 8;
 
-  auto t = std::chrono::steady_clock::now();
-  uint64_t before = 0;
-  uint64_t next = 0;
+  absl::Time t = absl::Now();
+  uint64_t before = 0, next = 0;
   for (Run& run : runs) {
     for (uint64_t i = 0; i < run.count; ++i) {
       before += Hash(run.v[i] = Mix(next++));
     }
   }
-  const double fill_s = SecondsSince(t);
+  const double fill_s = absl::ToDoubleSeconds(absl::Now() - t);
 
-  t = std::chrono::steady_clock::now();
+  t = absl::Now();
   for (Run& run : runs) {
     // std::sort's first pass also walks down from the end, which read-ahead
     // cannot follow; asking for the whole run first reads it in as one
@@ -116,10 +107,10 @@ int main(int argc, char** argv) {
                         upager::Runtime::Advice::kWillNeed);
     std::sort(run.v, run.v + run.count);
   }
-  const double runs_s = SecondsSince(t);
+  const double runs_s = absl::ToDoubleSeconds(absl::Now() - t);
 
   // k-way merge: a min-heap of (next value, run).
-  t = std::chrono::steady_clock::now();
+  t = absl::Now();
   using Head = std::pair<uint64_t, size_t>;
   std::priority_queue<Head, std::vector<Head>, std::greater<Head>> heads;
   std::vector<uint64_t> pos(runs.size(), 0);
@@ -130,26 +121,22 @@ int main(int argc, char** argv) {
     out[i] = value;
     if (++pos[r] < runs[r].count) heads.emplace(runs[r].v[pos[r]], r);
   }
-  const double merge_s = SecondsSince(t);
+  const double merge_s = absl::ToDoubleSeconds(absl::Now() - t);
 
-  uint64_t after = 0;
-  uint64_t out_of_order = 0;
+  uint64_t after = 0, out_of_order = 0;
   for (uint64_t i = 0; i < n; ++i) {
     out_of_order += i > 0 && out[i - 1] > out[i];
     after += Hash(out[i]);
   }
   const bool ok = out_of_order == 0 && after == before;
-
   const upager::Stats s = (*rt)->stats();
   std::printf(
-      "sorted %lu values (%lu MiB, %zu runs) through a %lu MiB resident "
-      "budget\n",
-      n, data_mib, runs.size(), budget_mib);
-  std::printf("  fill %.2f s, sort runs %.2f s, merge %.2f s\n", fill_s, runs_s,
-              merge_s);
+      "sorted %lu values (%lu MiB, %zu runs) through a %lu MiB "
+      "resident budget: fill %.2f s, sort runs %.2f s, merge %.2f s\n",
+      n, data_mib, runs.size(), budget_mib, fill_s, runs_s, merge_s);
   std::printf(
-      "  paging: %lu pages swapped out, %lu in (%lu read ahead), %lu clean "
-      "drops, %lu faults waited for a frame\n",
+      "  paging: %lu pages swapped out, %lu in (%lu read ahead), %lu "
+      "clean drops, %lu faults waited for a frame\n",
       s.pages_swapped_out, s.pages_swapped_in, s.pages_read_ahead,
       s.clean_drops, s.budget_waits);
   std::printf("verification: %s (%lu out of order, fingerprint %s)\n",
