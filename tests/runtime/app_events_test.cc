@@ -213,6 +213,19 @@ TEST_F(AppEventsTest, MremapOfAPart) {
   EXPECT_TRUE(IsUnmapped(p_ + 56 * ps_, 8 * ps_));
 }
 
+// Thread mode serves a fault only after the madvise's REMOVE event is
+// applied, so the windows (and the fault count) are exact. In signal mode
+// the handler may fill while the event is still being applied: a window
+// then stops at a page not yet marked absent, which faults on its own (one
+// more fault, same bytes).
+void ExpectReadFaults(const Stats& s, uint64_t n) {
+  if (SignalModeUnderTest()) {
+    EXPECT_GE(s.faults_missing_read, n) << s.ToString();
+  } else {
+    EXPECT_EQ(s.faults_missing_read, n) << s.ToString();
+  }
+}
+
 TEST_F(AppEventsTest, MadviseDontNeed) {
   Write(p_, 0, 32, 9);  // two full windows: pages 0-31 resident
   ASSERT_EQ(SettledStats(*rt_).resident_pages, 32u);
@@ -227,7 +240,7 @@ TEST_F(AppEventsTest, MadviseDontNeed) {
   EXPECT_EQ(s.resident_pages, 24u);
   EXPECT_EQ(region_->resident_pages(), 24u);
   EXPECT_EQ(s.zero_mapped_pages, 8u + 32u);
-  EXPECT_EQ(s.faults_missing_read, 3u);
+  ExpectReadFaults(s, 3);
 
   // A range mixing private and zero-mapped pages (28-31, 32-35); reading
   // it back is one fault whose window stops at 36; then rewrite it.
@@ -238,7 +251,7 @@ TEST_F(AppEventsTest, MadviseDontNeed) {
   EXPECT_EQ(s.events_remove, 2u);
   EXPECT_EQ(s.resident_pages, 20u);
   EXPECT_EQ(s.zero_mapped_pages, 8u + 32u - 4u + 8u);
-  EXPECT_EQ(s.faults_missing_read, 4u);
+  ExpectReadFaults(s, 4);
   Write(p_ + 28 * ps_, 28, 8, 10);
   Check(p_, 0, kPages);
   EXPECT_EQ(SettledStats(*rt_).errors, 0u);
