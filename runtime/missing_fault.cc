@@ -303,19 +303,33 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
       // EAGAIN: an address-space event (REMOVE, UNMAP, REMAP) is pending and
       // must be read before the kernel accepts fills again. Give the claims
       // back and retry the whole fault after the next read.
+      //
+      // Wake the rest of the window too: a thread that faulted on one of
+      // its pages while we held the claim found it kFilling and left it to
+      // us (faults_stale), and a short fill may have let the faulting
+      // thread run on into it. Woken, such a thread faults again and is
+      // served then. Only the faulting page stays asleep when nothing was
+      // filled: its fault is the one retried.
       counters_.fill_retries.Add();
       restore_from(done);
-      if (done > 0) (void)uffd_->Wake(addr, done * page_size_);
+      if (done > 0) {
+        (void)uffd_->Wake(addr, len);
+      } else if (n > 1) {
+        (void)uffd_->Wake(addr + page_size_, len - page_size_);
+      }
       return done > 0 ? Served::kDone : Served::kRetryLater;
     case os::UffdOutcome::kGone:
       // The range was unregistered or unmapped under us (Unmap, munmap, or
-      // process exit); whoever faulted was or will be woken by that.
+      // process exit); whoever faulted was or will be woken by that. The
+      // wake covers the window for the same reason as under kRetry.
       counters_.fill_gone.Add();
       restore_from(done);
-      (void)uffd_->Wake(addr, page_size_);
+      (void)uffd_->Wake(addr, len);
       return Served::kDone;
     case os::UffdOutcome::kFailed:
       restore_from(done);
+      // Waiters on the rest of the window (see kRetry) fault again.
+      if (n > 1) (void)uffd_->Wake(addr + page_size_, len - page_size_);
       RecordError(r.ToStatus(absl::StrFormat(
                                  "%s(dst=%#x, len=%#x) for region '%s'",
                                  e.write || from_file ? "UFFDIO_COPY"
