@@ -1,5 +1,6 @@
 // Page faults: lazy zero-fill with fault-around. See runtime/engine.h,
 // SYNCHRONIZATION, for the claim protocol this file follows.
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -215,15 +216,14 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
 
   // A file-backed region copies its pages from a read-only mapping of the
   // file (the kernel reads what is not cached yet, inside the ioctl). A
-  // zero-filled region gives a write fault private zeroed pages (UFFDIO_COPY
-  // from an untouched read-only mapping) and a read fault the shared zero
-  // page, which costs no memory until written, exactly as the kernel does
-  // for anonymous memory.
+  // zero-filled region gives a write fault private zeroed pages (moved in
+  // from the zero-page pool, or copied from an untouched read-only
+  // mapping) and a read fault the shared zero page, which costs no memory
+  // until written, exactly as the kernel does for anonymous memory.
   const os::UffdResult r =
       from_file ? uffd_->Copy(addr, file_src, len, /*wake=*/true,
                               /*write_protect=*/false)
-      : e.write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/true,
-                              /*write_protect=*/false)
+      : e.write ? FillZeroPages(addr, n, /*wake=*/true)
                 : uffd_->ZeroPage(addr, len, /*wake=*/true);
   const PageState filled = FilledState(private_fill);
   const uint64_t done =
@@ -340,6 +340,77 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
       return Served::kDone;
   }
   return Served::kDone;
+}
+
+os::UffdResult Engine::FillZeroPages(uintptr_t addr, uint64_t n, bool wake) {
+  // Moves hard-failing this many times in a row disable the pool: the
+  // regions' mappings no longer match the pool's (an mlock or mprotect of
+  // theirs, a seccomp filter), and every fault would pay for a failed
+  // ioctl before its copy.
+  constexpr uint32_t kMaxMoveFailuresInARow = 16;
+  // Waiters are woken once the whole range is filled, never part of it
+  // first: a thread woken early runs on into pages still being filled,
+  // and its fault there (stale) would cost a round trip and reset the
+  // region's fault-around stream. A single ioctl that fills the whole
+  // range wakes it itself; a range filled in parts gets one Wake at the
+  // end. (On failure the caller wakes the range, as it does for a copy.)
+  uint64_t done = 0;  // pages filled: always a prefix of the range
+  ZeroPool* const pool = zero_pool_.get();
+  if (pool != nullptr) {
+    while (done < n) {
+      const ZeroPool::Lease lease = pool->Take(n - done);
+      if (lease.pages == 0) break;  // empty: copy the rest
+      const bool whole = done == 0 && lease.pages == n;
+      const os::UffdResult r =
+          uffd_->Move(addr + done * page_size_, lease.addr,
+                      lease.pages * page_size_, wake && whole,
+                      /*allow_src_holes=*/false);
+      const uint64_t moved =
+          r.ok() ? lease.pages : std::min(lease.pages, r.bytes / page_size_);
+      pool->Finish(lease, moved);
+      counters_.zero_pool_hits.Add(moved);
+      done += moved;
+      if (r.ok()) {
+        if (move_failures_in_a_row_.load(std::memory_order_relaxed) != 0) {
+          move_failures_in_a_row_.store(0, std::memory_order_relaxed);
+        }
+        if (whole) return r;
+        continue;
+      }
+      // EEXIST and EAGAIN say the same about the destination as they would
+      // for a copy (a page there already; an address-space event pending):
+      // the caller handles them as it handles a copy's.
+      if (r.outcome == os::UffdOutcome::kExists ||
+          r.outcome == os::UffdOutcome::kRetry) {
+        return {r.outcome, done * page_size_, r.error};
+      }
+      // Anything else may be the source's fault, and a copy needs no
+      // source page: EBUSY (a pool page shared after all, e.g. pinned),
+      // ENOENT (a hole in the pool: the same errno as a destination that
+      // went away, which the copy then reports again), EINVAL (the two
+      // mappings no longer match). Copy the rest.
+      counters_.zero_pool_move_failures.Add();
+      if (r.outcome == os::UffdOutcome::kFailed &&
+          move_failures_in_a_row_.fetch_add(1, std::memory_order_relaxed) +
+                  1 >= kMaxMoveFailuresInARow) {
+        pool->Disable(r.error);
+      }
+      break;
+    }
+  }
+  os::UffdResult r{os::UffdOutcome::kDone, 0, 0};
+  if (done < n) {
+    r = uffd_->Copy(addr + done * page_size_, zero_source_,
+                    (n - done) * page_size_, wake && done == 0,
+                    /*write_protect=*/false);
+    if (pool != nullptr) counters_.zero_pool_misses.Add(r.bytes / page_size_);
+    if (done == 0) return r;
+    r.bytes += done * page_size_;
+  } else {
+    r.bytes = n * page_size_;
+  }
+  if (r.ok() && wake) (void)uffd_->Wake(addr, n * page_size_);
+  return r;
 }
 
 Engine::Served Engine::ServeForeign(uintptr_t addr, bool write) {
