@@ -31,6 +31,10 @@ struct Counters {
   Counter pages_zero_mapped;
   Counter pages_file_filled;
   Counter pages_fault_around;
+  // Zero-page pool (runtime/zero_pool.h), write faults on zero pages.
+  Counter zero_pool_hits;           // pages moved in from the pool
+  Counter zero_pool_misses;         // pages copied: pool empty or move failed
+  Counter zero_pool_move_failures;  // moves that failed (then copied)
   Counter fill_exists;
   Counter fill_retries;
   Counter fill_gone;

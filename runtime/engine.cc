@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/os/errno_status.h"
 #include "runtime/os/memory.h"
 #include "runtime/os/wakeup.h"
 #include "upager/status_macros.h"
@@ -130,6 +131,26 @@ absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
         absl::StrCat("RuntimeOptions.max_events_per_read = ",
                      o.max_events_per_read, " is outside [1, 64]"));
   }
+  if (o.zero_pool_bytes.has_value()) {
+    const uint64_t pool = *o.zero_pool_bytes;
+    if (pool % os::PageSize() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "RuntimeOptions.zero_pool_bytes = ", pool,
+          " is not a multiple of the page size ", os::PageSize()));
+    }
+    if (pool > RuntimeOptions::kMaxZeroPoolBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "RuntimeOptions.zero_pool_bytes = ", pool,
+          " is larger than RuntimeOptions::kMaxZeroPoolBytes = ",
+          RuntimeOptions::kMaxZeroPoolBytes));
+    }
+    if (o.resident_budget_bytes != 0 && pool > o.resident_budget_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "RuntimeOptions.zero_pool_bytes = ", pool,
+          " is larger than resident_budget_bytes = ", o.resident_budget_bytes,
+          " (pool pages count against the budget)"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -172,6 +193,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   if (options.resident_budget_bytes != 0) {
     UPAGER_RETURN_IF_ERROR(e->StartPaging());
   }
+  e->StartZeroPool();  // after paging: it charges the budget
   const std::vector<int> cpus = os::AllowedCpus();
   const int threads =
       options.service_threads > 0
@@ -195,6 +217,36 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   return e;
 }
 
+void Engine::StartZeroPool() {
+  // Unset: on without a budget, off with one (see RuntimeOptions).
+  const uint64_t bytes = options_.zero_pool_bytes.value_or(
+      options_.resident_budget_bytes == 0
+          ? RuntimeOptions::kDefaultZeroPoolBytes
+          : 0);
+  if (bytes == 0) {
+    zero_pool_off_ = options_.zero_pool_bytes.has_value()
+                         ? "RuntimeOptions.zero_pool_bytes = 0"
+                         : "the default with a resident budget";
+    return;
+  }
+  if (!uffd_->has(os::uffd_feature::kMove)) {
+    zero_pool_off_ = "this kernel lacks UFFDIO_MOVE (Linux 6.8+); write "
+                     "faults copy";
+    return;
+  }
+  ZeroPool::Options po;
+  po.pages = bytes / page_size_;
+  po.page_size = page_size_;
+  po.budget = paging_ != nullptr ? &paging_->budget : nullptr;
+  absl::StatusOr<std::unique_ptr<ZeroPool>> pool = ZeroPool::Create(po);
+  if (!pool.ok()) {
+    // An optimization that cannot start is no reason to fail the Runtime.
+    zero_pool_off_ = std::string(pool.status().message());
+    return;
+  }
+  zero_pool_ = std::move(*pool);
+}
+
 Engine::Engine(const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd,
                void* zero_source)
     : options_(options),
@@ -216,6 +268,7 @@ Engine::~Engine() {
   }
   const bool child = InForkChild();
   if (service_ != nullptr) ForkGuard::Unregister(this);
+  if (zero_pool_ != nullptr && child) zero_pool_->AbandonAfterFork();
   {
     std::vector<RegionCore*> cores;
     {
@@ -251,6 +304,9 @@ Engine::~Engine() {
       service_->Stop();
     }
   }
+  // No fault can take pool pages any more. Stops the refill thread (after
+  // the chunk it may be populating) and gives back its frames.
+  zero_pool_.reset();
   absl::MutexLock lock(&map_mu_);
   for (auto& [region, core] : regions_) {
     for (const auto& iv : map_.IntervalsOf(core.get())) {
@@ -677,6 +733,24 @@ Stats Engine::stats() const {
   s.pages_zero_mapped = c.pages_zero_mapped.Get();
   s.pages_file_filled = c.pages_file_filled.Get();
   s.pages_fault_around = c.pages_fault_around.Get();
+  s.zero_pool_hits = c.zero_pool_hits.Get();
+  s.zero_pool_misses = c.zero_pool_misses.Get();
+  s.zero_pool_move_failures = c.zero_pool_move_failures.Get();
+  if (zero_pool_ != nullptr) {
+    const ZeroPool::Stats p = zero_pool_->stats();
+    s.zero_pool_state =
+        p.disabled ? absl::StrCat("disabled: moves kept failing (",
+                                  os::ErrnoToStatus(p.disable_error, "UFFDIO_MOVE")
+                                      .message(),
+                                  "); write faults copy")
+                   : "on";
+    s.zero_pool_pages = p.capacity_pages;
+    s.zero_pool_ready_pages = p.ready_pages;
+    s.zero_pool_pages_populated = p.pages_populated;
+    s.zero_pool_refill_cpu_ns = p.refill_cpu_ns;
+  } else {
+    s.zero_pool_state = absl::StrCat("off: ", zero_pool_off_);
+  }
   s.fill_exists = c.fill_exists.Get();
   s.fill_retries = c.fill_retries.Get();
   s.fill_gone = c.fill_gone.Get();

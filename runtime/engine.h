@@ -38,7 +38,12 @@
 //   Unmap waits for it to drain after quiescence.
 // - Counters are relaxed atomics; the sticky error is guarded by error_mu_.
 // - The service threads never touch registered memory: fills use
-//   UFFDIO_COPY from zero_source_, which is not registered.
+//   UFFDIO_COPY from zero_source_, or UFFDIO_MOVE from the zero-page
+//   pool, neither of which is registered.
+// - The zero-page pool (runtime/zero_pool.h) takes no lock: its header
+//   states its protocol. Its pages are touched by no thread at all, only
+//   by MADV_POPULATE_WRITE and UFFDIO_MOVE. A write fault moves pool pages
+//   in only after claiming the window (kFilling), like any other fill.
 // - Snapshots (runtime/snapshot_engine.cc): kCapturedBit marks a page whose
 //   current bytes a live snapshot still needs. Every path that would change
 //   such a page, or lift its write protection, first records a version in
@@ -87,6 +92,7 @@
 #include "runtime/region_core.h"
 #include "runtime/signal_registry.h"
 #include "runtime/snapshot_source.h"
+#include "runtime/zero_pool.h"
 #include "upager/backing_store.h"
 #include "upager/options.h"
 #include "upager/region.h"
@@ -250,6 +256,15 @@ class Engine final : public FaultService::Handler {
   Served HandleMissing(const os::UffdEvent& e, uintptr_t addr);
   Served HandleWriteProtect(uintptr_t addr);
   Served ServeForeign(uintptr_t addr, bool write);
+  // Gives [addr, addr + n pages) private zeroed pages and wakes its
+  // waiters if `wake`: moved in from the zero-page pool while it has them,
+  // the rest (or all, without a pool) copied from zero_source_. Same
+  // contract as Uffd::Copy: `bytes` is the prefix filled, the outcome why
+  // the rest was not. The range must be claimed (kFilling) by the caller.
+  os::UffdResult FillZeroPages(uintptr_t addr, uint64_t n, bool wake);
+  // Starts the zero-page pool if the options and the kernel allow it;
+  // records why not otherwise (a pool that cannot start is not an error).
+  void StartZeroPool();
   void ReleaseWithFailure(uintptr_t addr);
   // paging.cc
   static absl::Status ValidatePaging(const RuntimeOptions& options,
@@ -399,6 +414,13 @@ class Engine final : public FaultService::Handler {
   Counters counters_;
   std::unique_ptr<FaultService> service_;
   std::unique_ptr<Paging> paging_;  // null without a budget
+  // Pre-zeroed pages for write faults; null when off (zero_pool_off_ says
+  // why). Destroyed before paging_, whose budget it charges.
+  std::unique_ptr<ZeroPool> zero_pool_;
+  std::string zero_pool_off_;
+  // Pool moves that failed with a hard error in a row; past a limit the
+  // pool is disabled (see FillZeroPages).
+  std::atomic<uint32_t> move_failures_in_a_row_{0};
   // A copy-on-write put-back deferred by EAGAIN: the page stays kFilling
   // until its bytes are filled back (pins the region through io_inflight).
   struct PendingFill {

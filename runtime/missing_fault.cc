@@ -1,5 +1,6 @@
 // Page faults: lazy zero-fill with fault-around. See runtime/engine.h,
 // SYNCHRONIZATION, for the claim protocol this file follows.
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -208,15 +209,14 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
 
   // A file-backed region copies its pages from a read-only mapping of the
   // file (the kernel reads what is not cached yet, inside the ioctl). A
-  // zero-filled region gives a write fault private zeroed pages (UFFDIO_COPY
-  // from an untouched read-only mapping) and a read fault the shared zero
-  // page, which costs no memory until written, exactly as the kernel does
-  // for anonymous memory.
+  // zero-filled region gives a write fault private zeroed pages (moved in
+  // from the zero-page pool, or copied from an untouched read-only
+  // mapping) and a read fault the shared zero page, which costs no memory
+  // until written, exactly as the kernel does for anonymous memory.
   const os::UffdResult r =
       from_file ? uffd_->Copy(addr, file_src, len, /*wake=*/true,
                               /*write_protect=*/false)
-      : e.write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/true,
-                              /*write_protect=*/false)
+      : e.write ? FillZeroPages(addr, n, /*wake=*/true)
                 : uffd_->ZeroPage(addr, len, /*wake=*/true);
   const PageState filled = FilledState(private_fill);
   const uint64_t done =
@@ -296,19 +296,33 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
       // EAGAIN: an address-space event (REMOVE, UNMAP, REMAP) is pending and
       // must be read before the kernel accepts fills again. Give the claims
       // back and retry the whole fault after the next read.
+      //
+      // Wake the rest of the window too: a thread that faulted on one of
+      // its pages while we held the claim found it kFilling and left it to
+      // us (faults_stale), and a short fill may have let the faulting
+      // thread run on into it. Woken, such a thread faults again and is
+      // served then. Only the faulting page stays asleep when nothing was
+      // filled: its fault is the one retried.
       counters_.fill_retries.Add();
       restore_from(done);
-      if (done > 0) (void)uffd_->Wake(addr, done * page_size_);
+      if (done > 0) {
+        (void)uffd_->Wake(addr, len);
+      } else if (n > 1) {
+        (void)uffd_->Wake(addr + page_size_, len - page_size_);
+      }
       return done > 0 ? Served::kDone : Served::kRetryLater;
     case os::UffdOutcome::kGone:
       // The range was unregistered or unmapped under us (Unmap, munmap, or
-      // process exit); whoever faulted was or will be woken by that.
+      // process exit); whoever faulted was or will be woken by that. The
+      // wake covers the window for the same reason as under kRetry.
       counters_.fill_gone.Add();
       restore_from(done);
-      (void)uffd_->Wake(addr, page_size_);
+      (void)uffd_->Wake(addr, len);
       return Served::kDone;
     case os::UffdOutcome::kFailed:
       restore_from(done);
+      // Waiters on the rest of the window (see kRetry) fault again.
+      if (n > 1) (void)uffd_->Wake(addr + page_size_, len - page_size_);
       RecordError(r.ToStatus(absl::StrFormat(
                                  "%s(dst=%#x, len=%#x) for region '%s'",
                                  e.write || from_file ? "UFFDIO_COPY"
@@ -319,6 +333,77 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
       return Served::kDone;
   }
   return Served::kDone;
+}
+
+os::UffdResult Engine::FillZeroPages(uintptr_t addr, uint64_t n, bool wake) {
+  // Moves hard-failing this many times in a row disable the pool: the
+  // regions' mappings no longer match the pool's (an mlock or mprotect of
+  // theirs, a seccomp filter), and every fault would pay for a failed
+  // ioctl before its copy.
+  constexpr uint32_t kMaxMoveFailuresInARow = 16;
+  // Waiters are woken once the whole range is filled, never part of it
+  // first: a thread woken early runs on into pages still being filled,
+  // and its fault there (stale) would cost a round trip and reset the
+  // region's fault-around stream. A single ioctl that fills the whole
+  // range wakes it itself; a range filled in parts gets one Wake at the
+  // end. (On failure the caller wakes the range, as it does for a copy.)
+  uint64_t done = 0;  // pages filled: always a prefix of the range
+  ZeroPool* const pool = zero_pool_.get();
+  if (pool != nullptr) {
+    while (done < n) {
+      const ZeroPool::Lease lease = pool->Take(n - done);
+      if (lease.pages == 0) break;  // empty: copy the rest
+      const bool whole = done == 0 && lease.pages == n;
+      const os::UffdResult r =
+          uffd_->Move(addr + done * page_size_, lease.addr,
+                      lease.pages * page_size_, wake && whole,
+                      /*allow_src_holes=*/false);
+      const uint64_t moved =
+          r.ok() ? lease.pages : std::min(lease.pages, r.bytes / page_size_);
+      pool->Finish(lease, moved);
+      counters_.zero_pool_hits.Add(moved);
+      done += moved;
+      if (r.ok()) {
+        if (move_failures_in_a_row_.load(std::memory_order_relaxed) != 0) {
+          move_failures_in_a_row_.store(0, std::memory_order_relaxed);
+        }
+        if (whole) return r;
+        continue;
+      }
+      // EEXIST and EAGAIN say the same about the destination as they would
+      // for a copy (a page there already; an address-space event pending):
+      // the caller handles them as it handles a copy's.
+      if (r.outcome == os::UffdOutcome::kExists ||
+          r.outcome == os::UffdOutcome::kRetry) {
+        return {r.outcome, done * page_size_, r.error};
+      }
+      // Anything else may be the source's fault, and a copy needs no
+      // source page: EBUSY (a pool page shared after all, e.g. pinned),
+      // ENOENT (a hole in the pool: the same errno as a destination that
+      // went away, which the copy then reports again), EINVAL (the two
+      // mappings no longer match). Copy the rest.
+      counters_.zero_pool_move_failures.Add();
+      if (r.outcome == os::UffdOutcome::kFailed &&
+          move_failures_in_a_row_.fetch_add(1, std::memory_order_relaxed) +
+                  1 >= kMaxMoveFailuresInARow) {
+        pool->Disable(r.error);
+      }
+      break;
+    }
+  }
+  os::UffdResult r{os::UffdOutcome::kDone, 0, 0};
+  if (done < n) {
+    r = uffd_->Copy(addr + done * page_size_, zero_source_,
+                    (n - done) * page_size_, wake && done == 0,
+                    /*write_protect=*/false);
+    if (pool != nullptr) counters_.zero_pool_misses.Add(r.bytes / page_size_);
+    if (done == 0) return r;
+    r.bytes += done * page_size_;
+  } else {
+    r.bytes = n * page_size_;
+  }
+  if (r.ok() && wake) (void)uffd_->Wake(addr, n * page_size_);
+  return r;
 }
 
 Engine::Served Engine::ServeForeign(uintptr_t addr, bool write) {

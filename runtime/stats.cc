@@ -37,6 +37,20 @@ std::string Stats::ToString() const {
       pages_zero_filled, pages_zero_mapped, pages_file_filled,
       pages_fault_around, fill_exists,
       fill_retries, fill_gone);
+  if (zero_pool_pages != 0 || zero_pool_hits != 0 || zero_pool_misses != 0) {
+    absl::StrAppendFormat(
+        &s, "zero pool: %s, %d pages (%d ready); %d hits, %d misses, %d "
+        "failed moves; %d populated, refill CPU %.1f ms (%.0f ns/page)\n",
+        zero_pool_state, zero_pool_pages, zero_pool_ready_pages,
+        zero_pool_hits, zero_pool_misses, zero_pool_move_failures,
+        zero_pool_pages_populated, zero_pool_refill_cpu_ns / 1e6,
+        zero_pool_pages_populated != 0
+            ? static_cast<double>(zero_pool_refill_cpu_ns) /
+                  static_cast<double>(zero_pool_pages_populated)
+            : 0.0);
+  } else {
+    absl::StrAppendFormat(&s, "zero pool: %s\n", zero_pool_state);
+  }
   absl::StrAppendFormat(
       &s, "events: %d remove, %d unmap, %d remap, %d unknown; %d messages in "
       "%d reads\n",

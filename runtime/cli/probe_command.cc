@@ -82,9 +82,12 @@ constexpr FeatureUse kFeatureUses[] = {
      "instead of delivering SIGBUS; the error stays in Stats"},
     {f::kWpAsync, "not used yet (cheap dirty tracking is planned)",
      "nothing in upager today (the planned dirty tracking)"},
-    {f::kMove, "eviction moves victims out with UFFDIO_MOVE",
+    {f::kMove,
+     "eviction moves victims out, and write faults move pre-zeroed pool "
+     "pages in, with UFFDIO_MOVE",
      "a resident budget is refused (Runtime::Create fails with "
-     "FailedPrecondition): no paging beyond memory"},
+     "FailedPrecondition): no paging beyond memory; no zero-page pool "
+     "(write faults copy zeros in)"},
 };
 
 bool UserModeOnly(const os::UffdPathProbe& p) {

@@ -16,6 +16,9 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
 
 namespace upager::internal::os {
 
@@ -109,6 +112,10 @@ absl::Status AdviseDontNeed(void* addr, size_t len) {
 
 absl::Status PopulateWrite(void* addr, size_t len) {
   return Advise(addr, len, MADV_POPULATE_WRITE, "MADV_POPULATE_WRITE");
+}
+
+absl::Status AdviseWipeOnFork(void* addr, size_t len) {
+  return Advise(addr, len, MADV_WIPEONFORK, "MADV_WIPEONFORK");
 }
 
 }  // namespace upager::internal::os

@@ -44,8 +44,13 @@ absl::StatusOr<FileMapping> MapFileReadOnly(const char* path, uint64_t offset,
 absl::Status AdviseNoHugePage(void* addr, size_t len);
 // MADV_DONTNEED: drops the pages (a registered range raises REMOVE).
 absl::Status AdviseDontNeed(void* addr, size_t len);
-// MADV_POPULATE_WRITE: pre-faults private pages (Linux 5.14+).
+// MADV_POPULATE_WRITE: pre-faults private pages (Linux 5.14+), each a
+// fresh zeroed page of its own (not the shared zero page).
 absl::Status PopulateWrite(void* addr, size_t len);
+// MADV_WIPEONFORK: a fork() child sees the range as fresh zero-fill memory
+// instead of sharing its pages copy-on-write, so the parent's pages stay
+// exclusively its own (UFFDIO_MOVE refuses shared pages with EBUSY).
+absl::Status AdviseWipeOnFork(void* addr, size_t len);
 
 }  // namespace upager::internal::os
 

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,11 +25,14 @@ EventFd::~EventFd() {
 }
 
 int EventFd::Signal() {
+  const int saved_errno = errno;
   const uint64_t one = 1;
+  int err = 0;
   // EAGAIN means the counter is saturated: already readable, which is all
   // we need.
-  if (write(fd_, &one, sizeof(one)) < 0 && errno != EAGAIN) return errno;
-  return 0;
+  if (write(fd_, &one, sizeof(one)) < 0 && errno != EAGAIN) err = errno;
+  errno = saved_errno;
+  return err;
 }
 
 int EventFd::Clear() {
@@ -56,6 +60,13 @@ int PollReadable(absl::Span<const int> fds, int timeout_ms, uint64_t* ready) {
 }
 
 uint32_t CurrentThreadId() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
+
+uint64_t CurrentThreadCpuNanos() {
+  timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 +
+         static_cast<uint64_t>(ts.tv_nsec);
+}
 
 int CurrentProcessId() { return getpid(); }
 

@@ -24,7 +24,8 @@ class EventFd {
   ~EventFd();
 
   int fd() const { return fd_; }
-  // Makes fd() readable until Clear().
+  // Makes fd() readable until Clear(). Async-signal-safe (one write(2))
+  // and leaves errno as it was, so a signal handler may call it.
   int Signal();
   int Clear();
 
@@ -40,6 +41,9 @@ int PollReadable(absl::Span<const int> fds, int timeout_ms, uint64_t* ready);
 
 // Linux thread id of the caller.
 uint32_t CurrentThreadId();
+// CPU time the calling thread has used, in nanoseconds
+// (CLOCK_THREAD_CPUTIME_ID); 0 if the clock cannot be read.
+uint64_t CurrentThreadCpuNanos();
 // Process id of the caller (getpid()).
 int CurrentProcessId();
 

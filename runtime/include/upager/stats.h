@@ -64,13 +64,31 @@ struct Stats {
   uint64_t faults_stale = 0;
 
   // --- Pages filled.
-  uint64_t pages_zero_filled = 0;  // private zeroed pages (UFFDIO_COPY)
+  // Private zeroed pages (write faults): moved in from the zero-page pool
+  // (UFFDIO_MOVE) or copied (UFFDIO_COPY); zero_pool_hits / _misses split
+  // them while the pool is on.
+  uint64_t pages_zero_filled = 0;
   uint64_t pages_zero_mapped = 0;  // shared zero page (UFFDIO_ZEROPAGE)
   uint64_t pages_file_filled = 0;  // copied from a file-backed region's file
   uint64_t pages_fault_around = 0;  // of the above, beyond the faulting page
   uint64_t fill_exists = 0;   // EEXIST: someone filled first; woken instead
   uint64_t fill_retries = 0;  // EAGAIN: address space changing; retried
   uint64_t fill_gone = 0;     // ENOENT: the range went away meanwhile
+
+  // --- Zero-page pool (RuntimeOptions::zero_pool_bytes).
+  // "on", "off: <why>", or "disabled: <why>" (moves kept failing).
+  std::string zero_pool_state;
+  uint64_t zero_pool_pages = 0;        // capacity; 0 when off
+  uint64_t zero_pool_ready_pages = 0;  // populated and waiting, now
+  uint64_t zero_pool_hits = 0;    // pages moved into regions (UFFDIO_MOVE)
+  // Pages copied instead (UFFDIO_COPY) while the pool was on: it was
+  // empty, had no run for the window, or the move failed.
+  uint64_t zero_pool_misses = 0;
+  uint64_t zero_pool_move_failures = 0;  // failed moves (each then copied)
+  uint64_t zero_pool_pages_populated = 0;  // by the refill thread, ever
+  // The refill thread's CPU time spent populating (allocating and zeroing),
+  // the cost the pool moves off the fault path; ns.
+  uint64_t zero_pool_refill_cpu_ns = 0;
 
   // --- Application events.
   uint64_t events_remove = 0;  // madvise(MADV_DONTNEED) and friends

@@ -1,6 +1,6 @@
 // A userfaultfd that forwards to the kernel's but can inject the outcomes
 // the fault path must survive: EAGAIN storms, EEXIST, ENOENT, hard errors,
-// and short (partial) fills. Fakes only at the OS seam: every call that is
+// and short (partial) fills and moves; and hide features (POISON, MOVE). Fakes only at the OS seam: every call that is
 // not injected goes to the real kernel.
 #ifndef UPAGER_TESTS_RUNTIME_OS_FAKE_UFFD_H_
 #define UPAGER_TESTS_RUNTIME_OS_FAKE_UFFD_H_
@@ -38,8 +38,25 @@ class FakeUffd final : public ForwardingUffd {
   int fills() const { return fills_.load(); }
   int injected() const { return injected_.load(); }
   int poisons() const { return poisons_.load(); }
+  // The next `n` moves (Move) fail with `outcome`/`err` without touching
+  // the kernel; with `partial_pages` > 0 and a longer move, that many
+  // pages are really moved first (a short move).
+  void InjectMoveFailures(int n, Outcome outcome, int err,
+                          uint64_t partial_pages = 0) {
+    move_outcome_.store(outcome);
+    move_err_.store(err);
+    move_partial_pages_.store(partial_pages);
+    move_failures_.store(n);
+  }
+  // Every move fails with kFailed/`err` from now on, as on a kernel (or
+  // under a seccomp filter) that refuses UFFDIO_MOVE outright.
+  void FailAllMoves(int err) { InjectMoveFailures(1 << 30, Outcome::kFailed, err); }
+  int moves() const { return moves_.load(); }
+  int moves_injected() const { return moves_injected_.load(); }
   // Makes the fake report no POISON feature (forces the wake fallback).
   void HidePoison() { hide_poison_ = true; }
+  // Makes the fake report no MOVE feature: what needs it stays off.
+  void HideMove() { hide_move_ = true; }
   // Reads by the serving threads ("upager-svc-*") see nothing pending, as
   // if they never got a CPU; only the guard thread reads.
   void StarveServiceThreads() { starve_ = true; }
@@ -47,6 +64,7 @@ class FakeUffd final : public ForwardingUffd {
   uint64_t features() const override {
     uint64_t f = real().features();
     if (hide_poison_) f &= ~internal::os::uffd_feature::kPoison;
+    if (hide_move_) f &= ~internal::os::uffd_feature::kMove;
     return f;
   }
   internal::os::ReadResult ReadEvents(
@@ -68,6 +86,23 @@ class FakeUffd final : public ForwardingUffd {
     return Fill(dst, len, [&](uint64_t d, uint64_t l) {
       return real().ZeroPage(d, l, wake);
     });
+  }
+  Result Move(uint64_t dst, uint64_t src, uint64_t len, bool wake,
+              bool holes) override {
+    moves_.fetch_add(1);
+    int left = move_failures_.load();
+    while (left > 0 && !move_failures_.compare_exchange_weak(left, left - 1)) {
+    }
+    if (left <= 0) return real().Move(dst, src, len, wake, holes);
+    moves_injected_.fetch_add(1);
+    Result r{move_outcome_.load(), 0, move_err_.load()};
+    const uint64_t partial = move_partial_pages_.load() * 4096;
+    if (partial > 0 && partial < len) {
+      const Result done = real().Move(dst, src, partial, wake, holes);
+      if (!done.ok()) return done;
+      r.bytes = partial;
+    }
+    return r;
   }
   Result Poison(uint64_t a, uint64_t l, bool w) override {
     poisons_.fetch_add(1);
@@ -101,6 +136,13 @@ class FakeUffd final : public ForwardingUffd {
   std::atomic<int> injected_{0};
   std::atomic<int> poisons_{0};
   bool hide_poison_ = false;
+  bool hide_move_ = false;
+  std::atomic<int> move_failures_{0};
+  std::atomic<Outcome> move_outcome_{Outcome::kDone};
+  std::atomic<int> move_err_{0};
+  std::atomic<uint64_t> move_partial_pages_{0};
+  std::atomic<int> moves_{0};
+  std::atomic<int> moves_injected_{0};
   std::atomic<bool> starve_{false};
 };
 
