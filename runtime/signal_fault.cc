@@ -281,8 +281,7 @@ Engine::HandlerFill Engine::FillInHandler(RegionCore* core, PageIndex page,
       file_src != nullptr
           ? uffd_->Copy(addr, file_src, len, /*wake=*/false,
                         /*write_protect=*/false)
-      : write ? uffd_->Copy(addr, zero_source_, len, /*wake=*/false,
-                            /*write_protect=*/false)
+      : write ? FillZeroPages(addr, n, /*wake=*/false)  // the pool: lock-free
               : uffd_->ZeroPage(addr, len, /*wake=*/false);
   const uint64_t done =
       r.ok() ? n : std::min<uint64_t>(n, r.bytes / page_size_);
