@@ -33,6 +33,10 @@ Harness Make(RuntimeOptions options = {}) {
   auto real = internal::os::OpenUffd(open);
   EXPECT_TRUE(real.ok()) << real.status();
   auto fake = std::make_unique<FakeUffd>(std::move(*real));
+  // These tests inject failures into copies; the zero-page pool would
+  // serve some write faults with moves instead, racing with its refill
+  // (tests/runtime/zero_pool_test.cc injects into moves).
+  if (!options.zero_pool_bytes.has_value()) options.zero_pool_bytes = 0;
   Harness h;
   h.fake = fake.get();
   auto e = Engine::Create(options, std::move(fake));
