@@ -137,6 +137,12 @@ PageTable::Leaf* PageTable::FindLeaf(uint64_t page,
   return static_cast<Leaf*>(node);
 }
 
+std::atomic<uint64_t>* PageTable::LeafEntries(uint64_t page,
+                                              uint64_t* missing_span) const {
+  Leaf* leaf = FindLeaf(page, missing_span);
+  return leaf == nullptr ? nullptr : leaf->entries;
+}
+
 void* PageTable::ChildOrAllocate(std::atomic<void*>* slot, bool leaf) {
   void* child = slot->load(std::memory_order_acquire);
   if (child != nullptr) return child;

@@ -82,9 +82,15 @@ uint64_t Engine::WantedFeatures() {
   // EVENT_FORK is deliberately not requested: a fork() child then gets a
   // plain private copy of every region (see README, "fork()"). SIGBUS and
   // WP_ASYNC change fault semantics for the whole descriptor and are only
-  // for the modes that use them.
+  // for the modes that use them. WP_UNPOPULATED is not requested either:
+  // upager's page table already knows which pages were never touched, and
+  // with it the kernel puts a uffd-wp marker in every PTE-less page a
+  // UFFDIO_WRITEPROTECT range covers (allocating page tables for the whole
+  // range). A touch of a marker is a missing fault, and UFFDIO_ZEROPAGE
+  // (unlike COPY) refuses to replace a marker: EEXIST, so a reader of such
+  // a page would fault forever.
   return f::kEventRemove | f::kEventUnmap | f::kEventRemap | f::kThreadId |
-         f::kPagefaultFlagWp | f::kWpUnpopulated | f::kPoison | f::kMove;
+         f::kPagefaultFlagWp | f::kPoison | f::kMove;
 }
 
 absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {

@@ -4,10 +4,12 @@
 // locking is in runtime/engine.h, SYNCHRONIZATION, "Snapshots".
 //
 // TakeSnapshot: under snap_mu (exclusive) mark every non-absent page
-// captured, write-protect the present ones (one UFFDIO_WRITEPROTECT per
-// run; absent pages need nothing: their first touch is a missing fault we
-// serve anyway, and the snapshot records them as zero), and record the
-// present set. No byte is copied, so the pause is the sweep.
+// captured, write-protect the present ones that are not protected yet (one
+// UFFDIO_WRITEPROTECT per run; absent pages need nothing: their first
+// touch is a missing fault we serve anyway, and the snapshot records them
+// as zero, so a run may span them), and record the present set. No byte is
+// copied, so the pause is the sweep: on a large region two threads share
+// it, and the kernel's page-table walk dominates it.
 //
 // Copy-aside, one run of captured pages (CopyAside), on a write fault:
 //   1. CAS each page kResident/kZero(captured) -> kFilling: ours.
@@ -25,9 +27,15 @@
 // The run grows while writes stream through the region (copy_around), so
 // a sequential writer pays one round trip per up to 256 pages.
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -41,6 +49,117 @@
 
 namespace upager::internal {
 namespace {
+
+// Pages per unit of sweep work (one thread marks a chunk and builds its
+// runs). 32 MiB: a 1 GiB region is 32 chunks, so the two threads stay
+// balanced even when the machine preempts one of them. (128 MiB chunks
+// measured the same.)
+constexpr uint64_t kSweepChunkPages = 8192;
+// A chunk's runs are write-protected at once, by the thread that built
+// them, when they average at least this many pages; shorter runs wait for
+// the calling thread alone, after the helper has finished. Every
+// UFFDIO_WRITEPROTECT ends with a TLB flush that must interrupt each other
+// CPU running this mm: measured on this 2-vCPU VM, a call costs ~1 us with
+// the other vCPU idle and ~19 us while a thread of this process runs there.
+// Protecting in parallel pays off only when half a run's page-table walk
+// (~30 ns a page) saves more than that: runs of ~600 pages and up.
+constexpr uint64_t kParallelRunPages = 512;
+
+void AppendPage(std::vector<PageRun>* runs, uint64_t p) {
+  if (!runs->empty() && runs->back().first + runs->back().count == p) {
+    ++runs->back().count;
+  } else {
+    runs->push_back({p, 1});
+  }
+}
+
+// The write-protect runs of one sweep chunk, built from its pages in
+// order. With `bridge_holes` a run spans the absent pages between pages to
+// protect: the kernel skips a page without a PTE for next to nothing, and
+// every call saved is ~1 us here. Any other page between them ends the
+// run. (Spanning present pages that are protected already was measured
+// too: re-walking them cost more than the calls it saved, at 1% of a
+// region written.)
+class RunBuilder {
+ public:
+  explicit RunBuilder(bool bridge_holes) : bridge_holes_(bridge_holes) {}
+
+  // Page `p`, above every page passed so far, must be protected.
+  void Protect(uint64_t p) {
+    ++pages_;
+    if (!runs_.empty() && !broken_ &&
+        (bridge_holes_ || runs_.back().first + runs_.back().count == p)) {
+      runs_.back().count = p + 1 - runs_.back().first;
+      return;
+    }
+    runs_.push_back({p, 1});
+    broken_ = false;
+  }
+  // Page `p`, above the last Protect()ed one, is not absent and must not be
+  // protected (or has no PTE the table can vouch for): no run spans it.
+  void Break() { broken_ = true; }
+
+  uint64_t pages() const { return pages_; }  // pages passed to Protect
+  std::vector<PageRun> Take() { return std::move(runs_); }
+
+ private:
+  const bool bridge_holes_;
+  std::vector<PageRun> runs_;
+  uint64_t pages_ = 0;
+  bool broken_ = false;  // Break() since the last Protect
+};
+
+// One more thread for a sweep. It runs `work` once if it starts before the
+// SweepHelper is destroyed; a helper the scheduler has not run by then (a
+// loaded machine) is withdrawn instead of waited for. `work` takes its
+// chunks from a shared cursor, so the calling thread has done them all.
+class SweepHelper {
+ public:
+  explicit SweepHelper(std::function<void()> work)
+      : state_(std::make_shared<State>()) {
+    state_->work = std::move(work);
+    try {
+      std::thread([s = state_] { s->Run(); }).detach();
+    } catch (const std::system_error&) {
+      // No thread: the calling thread does all the work.
+      absl::MutexLock lock(&state_->mu);
+      state_->phase = Phase::kWithdrawn;
+    }
+  }
+  // Returns once the helper can no longer call `work`.
+  ~SweepHelper() {
+    absl::MutexLock lock(&state_->mu);
+    if (state_->phase == Phase::kWaiting) {
+      state_->phase = Phase::kWithdrawn;
+      return;
+    }
+    state_->mu.Await(absl::Condition(
+        +[](Phase* p) { return *p != Phase::kRunning; }, &state_->phase));
+  }
+  SweepHelper(const SweepHelper&) = delete;
+  SweepHelper& operator=(const SweepHelper&) = delete;
+
+ private:
+  enum class Phase { kWaiting, kRunning, kDone, kWithdrawn };
+  // Shared with the thread, which may outlive the SweepHelper (withdrawn).
+  struct State {
+    absl::Mutex mu;
+    Phase phase ABSL_GUARDED_BY(mu) = Phase::kWaiting;
+    std::function<void()> work;
+
+    void Run() {
+      {
+        absl::MutexLock lock(&mu);
+        if (phase != Phase::kWaiting) return;
+        phase = Phase::kRunning;
+      }
+      work();
+      absl::MutexLock lock(&mu);
+      phase = Phase::kDone;
+    }
+  };
+  std::shared_ptr<State> state_;
+};
 
 bool AllZero(const std::byte* p, size_t n) {
   // Word at a time; a page with data usually differs in its first words.
@@ -597,105 +716,159 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
     absl::MutexLock lock(&core->book_mu);
     epoch = core->book.BeginPending();
   }
-  // The sweep, split in two halves of the page range on two threads when
-  // the region is large: each half marks its pages and write-protects its
-  // runs (the kernel takes mmap_lock shared for UFFDIO_WRITEPROTECT, so the
-  // halves' page-table walks run in parallel).
-  struct Part {
-    uint64_t first = 0, count = 0;
+  // The sweep. The page range is cut into chunks that the calling thread
+  // and, on a large region, one helper thread take in turn from a shared
+  // cursor: each marks its chunk's pages and builds the chunk's
+  // write-protect runs (RunBuilder). Long runs are protected at once by
+  // whichever thread built them (the kernel takes mmap_lock shared for
+  // UFFDIO_WRITEPROTECT, so two page-table walks run in parallel); short
+  // ones wait for the calling thread alone, after the helper has finished
+  // (kParallelRunPages says why).
+  struct Chunk {
     std::vector<PageRun> present;  // non-absent pages: the snapshot's set
-    std::vector<PageRun> protect;  // present and not protected yet
+    std::vector<PageRun> protect;  // runs left for the calling thread
     uint64_t marked = 0;
     bool again = false;
     os::UffdResult failure{os::UffdOutcome::kDone, 0, 0};
   };
-  auto append = [](std::vector<PageRun>* runs, uint64_t p) {
-    if (!runs->empty() && runs->back().first + runs->back().count == p) {
-      ++runs->back().count;
-    } else {
-      runs->push_back({p, 1});
-    }
-  };
+  // A run may span absent pages only if the kernel leaves them alone. With
+  // WP_UNPOPULATED (which WantedFeatures does not request, but a caller may
+  // hand Engine::Create a descriptor that has it) it puts a uffd-wp marker
+  // in each. A touch of a marker is a missing fault, and UFFDIO_ZEROPAGE,
+  // unlike UFFDIO_COPY, refuses to replace a marker (EEXIST), so a reader
+  // of the page would fault forever (see SnapshotSweepTest).
+  const bool bridge_holes = !uffd_->has(os::uffd_feature::kWpUnpopulated);
   std::vector<PageRun> present;
   uint64_t marked = 0;
+  // Set after an attempt that stopped at kRetry: it may have marked pages
+  // write-protected in the table and stopped before their ioctl, so the
+  // next attempt protects every present page, not only the unmarked ones.
+  bool retrying = false;
   for (;;) {
     std::vector<AddressMap<RegionCore*>::Interval> intervals;
     {
       absl::ReaderMutexLock lock(&map_mu_);
       intervals = map_.IntervalsOf(core);
     }
-    auto sweep = [&](Part* part) {
-      core->table.ForEachNonAbsentInRange(
-          PageIndex(part->first), part->count, [&](PageIndex p, PageEntry cur) {
-            bool protect = false;
-            for (;;) {
-              // A page the application dropped while it was in flight is
-              // absent to the snapshot: its claimant only finishes the drop.
-              if (cur.state() == PageState::kAbsent || cur.discard()) return;
-              // A page still protected from an earlier snapshot (never
-              // written since) needs no second ioctl: an incremental
-              // snapshot costs what was written since the last one.
-              protect = cur.present() && !cur.write_protected();
-              PageEntry want = cur.with_flag(PageEntry::kCapturedBit, true);
-              if (cur.present()) {
-                want = want.with_flag(PageEntry::kWriteProtectedBit, true);
-              }
-              if (want == cur || core->table.CompareExchange(p, &cur, want)) {
-                break;
-              }
-            }
-            append(&part->present, p.value());
-            if (protect) append(&part->protect, p.value());
-            ++part->marked;
-          });
-      // Protect where the region is mapped now. Pages without a PTE
-      // (swapped, in flight) are skipped by the kernel; they come back
-      // protected (swap-in) or are captured by whoever completes them.
-      for (const auto& iv : intervals) {
-        const uint64_t iv_first = iv.first_page.value();
-        const uint64_t iv_end = iv_first + (iv.end - iv.start) / page_size_;
-        for (const PageRun& run : part->protect) {
-          const uint64_t a = std::max(run.first, iv_first);
-          const uint64_t b = std::min(run.first + run.count, iv_end);
-          if (a >= b) continue;
-          const os::UffdResult r = uffd_->WriteProtect(
-              iv.start + (a - iv_first) * page_size_, (b - a) * page_size_,
-              /*protect=*/true, /*wake=*/false);
-          if (r.outcome == os::UffdOutcome::kRetry) {
-            part->again = true;
-            return;
-          }
-          if (r.outcome == os::UffdOutcome::kFailed) {
-            part->failure = r;
-            return;
-          }
+    // By first page, so a run finds the intervals that map it.
+    std::sort(intervals.begin(), intervals.end(),
+              [](const auto& a, const auto& b) {
+                return a.first_page.value() < b.first_page.value();
+              });
+    // Protects `run` where the region is mapped now. Pages without a PTE
+    // (absent, swapped, in flight) are skipped by the kernel; they come
+    // back protected (swap-in) or are captured by whoever completes them.
+    // Stops at kRetry (the sweep starts over) and kFailed; a part unmapped
+    // meanwhile (kGone) is skipped, its UNMAP event is on its way.
+    auto protect = [&](const PageRun& run) -> os::UffdResult {
+      auto it = std::upper_bound(
+          intervals.begin(), intervals.end(), run.first,
+          [](uint64_t p, const auto& iv) { return p < iv.first_page.value(); });
+      if (it != intervals.begin()) --it;
+      for (; it != intervals.end(); ++it) {
+        const uint64_t iv_first = it->first_page.value();
+        if (iv_first >= run.first + run.count) break;
+        const uint64_t iv_end = iv_first + (it->end - it->start) / page_size_;
+        const uint64_t a = std::max(run.first, iv_first);
+        const uint64_t b = std::min(run.first + run.count, iv_end);
+        if (a >= b) continue;
+        const os::UffdResult r = uffd_->WriteProtect(
+            it->start + (a - iv_first) * page_size_, (b - a) * page_size_,
+            /*protect=*/true, /*wake=*/false);
+        if (r.outcome == os::UffdOutcome::kRetry ||
+            r.outcome == os::UffdOutcome::kFailed) {
+          return r;
         }
       }
+      return {os::UffdOutcome::kDone, 0, 0};
     };
-    // Below 64 MiB a second thread costs more than it saves.
-    constexpr uint64_t kSplitPages = 16384;
-    Part parts[2];
-    const int n_parts = core->pages >= kSplitPages ? 2 : 1;
-    parts[0].count = n_parts == 2 ? core->pages / 2 : core->pages;
-    parts[1].first = parts[0].count;
-    parts[1].count = core->pages - parts[0].count;
+    // Records a stopping outcome in `c`; true if it was one.
+    auto stopped = [](Chunk* c, const os::UffdResult& r) {
+      if (r.outcome == os::UffdOutcome::kRetry) c->again = true;
+      if (r.outcome == os::UffdOutcome::kFailed) c->failure = r;
+      return !r.ok();
+    };
+    const uint64_t n_chunks =
+        (core->pages + kSweepChunkPages - 1) / kSweepChunkPages;
+    std::vector<Chunk> chunks(n_chunks);
+    std::atomic<uint64_t> cursor{0};
+    auto sweep = [&] {
+      for (uint64_t c = cursor.fetch_add(1); c < n_chunks;
+           c = cursor.fetch_add(1)) {
+        Chunk& chunk = chunks[c];
+        const uint64_t first = c * kSweepChunkPages;
+        RunBuilder runs(bridge_holes);
+        // Filled here, stored once: chunks next to each other in `chunks`
+        // belong to the two threads (a counter bumped per page there made
+        // them fight over one cache line and doubled the marking time).
+        std::vector<PageRun> present_runs;
+        uint64_t marked_pages = 0;
+        core->table.ForEachNonAbsentInRangeInline(
+            PageIndex(first), kSweepChunkPages,
+            [&](PageIndex p, PageEntry cur, PageTable::EntryRef ref) {
+              bool protect = false;
+              for (;;) {
+                // A page the application dropped while it was in flight
+                // is absent to the snapshot: its claimant only finishes
+                // the drop.
+                if (cur.state() == PageState::kAbsent || cur.discard()) {
+                  runs.Break();
+                  return;
+                }
+                // A page still protected from an earlier snapshot (never
+                // written since) needs no second ioctl: an incremental
+                // snapshot costs what was written since the last one.
+                protect =
+                    cur.present() && (retrying || !cur.write_protected());
+                PageEntry want = cur.with_flag(PageEntry::kCapturedBit, true);
+                if (cur.present()) {
+                  want = want.with_flag(PageEntry::kWriteProtectedBit, true);
+                }
+                if (want == cur || ref.CompareExchange(&cur, want)) break;
+              }
+              AppendPage(&present_runs, p.value());
+              if (protect) {
+                runs.Protect(p.value());
+              } else {
+                runs.Break();
+              }
+              ++marked_pages;
+            });
+        chunk.present = std::move(present_runs);
+        chunk.marked = marked_pages;
+        chunk.protect = runs.Take();
+        if (runs.pages() < kParallelRunPages * chunk.protect.size()) continue;
+        for (const PageRun& run : chunk.protect) {
+          if (stopped(&chunk, protect(run))) break;
+        }
+        chunk.protect.clear();
+      }
+    };
     bool again = false;
     {
       absl::MutexLock snap_lock(&core->snap_mu);
       SignalFillFence fence(core);
-      if (n_parts == 2) {
-        std::thread helper([&] { sweep(&parts[1]); });
-        sweep(&parts[0]);
-        helper.join();
-      } else {
-        sweep(&parts[0]);
+      {
+        // Below two chunks a second thread costs more than it saves.
+        std::optional<SweepHelper> helper;
+        if (n_chunks >= 2) helper.emplace(sweep);
+        sweep();
+      }
+      // The short runs, now that the helper is idle: one call after another,
+      // no CPU left to interrupt (kParallelRunPages).
+      bool stop = false;
+      for (Chunk& chunk : chunks) {
+        stop |= chunk.again || chunk.failure.outcome != os::UffdOutcome::kDone;
+        for (size_t i = 0; !stop && i < chunk.protect.size(); ++i) {
+          stop = stopped(&chunk, protect(chunk.protect[i]));
+        }
       }
       present.clear();
       marked = 0;
-      for (int i = 0; i < n_parts; ++i) {
-        again |= parts[i].again;
-        marked += parts[i].marked;
-        for (const PageRun& r : parts[i].present) {
+      for (const Chunk& chunk : chunks) {
+        again |= chunk.again;
+        marked += chunk.marked;
+        for (const PageRun& r : chunk.present) {
           if (!present.empty() &&
               present.back().first + present.back().count == r.first) {
             present.back().count += r.count;
@@ -703,8 +876,8 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
             present.push_back(r);
           }
         }
-        if (parts[i].failure.outcome == os::UffdOutcome::kFailed) {
-          const os::UffdResult& r = parts[i].failure;
+        if (chunk.failure.outcome == os::UffdOutcome::kFailed) {
+          const os::UffdResult& r = chunk.failure;
           RecordError(r.ToStatus("UFFDIO_WRITEPROTECT (snapshot)"));
           std::vector<CopyRef> freed;
           {
@@ -726,6 +899,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
     if (!again) break;
     // An address-space event is pending: let the service threads apply it
     // (they may need snap_mu), then sweep again; marks are idempotent.
+    retrying = true;
     service_->SyncEvents();
   }
   counters_.snapshots_taken.Add();

@@ -74,9 +74,11 @@ constexpr FeatureUse kFeatureUses[] = {
     {f::kExactAddress, "not used (page-aligned addresses suffice)",
      "nothing in upager"},
     {f::kWpHugetlbfsShmem, "not used", "nothing in upager"},
-    {f::kWpUnpopulated, "requested: write-protect pages never touched",
-     "nothing in upager today (snapshots would have to populate untouched "
-     "pages before write-protecting them)"},
+    {f::kWpUnpopulated,
+     "not requested: upager's page table knows the untouched pages, and the "
+     "kernel's markers would break its read fills",
+     "nothing in upager (its page table knows which pages were never "
+     "touched)"},
     {f::kPoison, "a failed swap-in releases the thread with SIGBUS",
      "a failed swap-in wakes the faulting thread (which faults again) "
      "instead of delivering SIGBUS; the error stays in Stats"},

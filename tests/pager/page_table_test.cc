@@ -472,6 +472,52 @@ TEST(PageTableRangeTest, ForEachNonAbsentInRangeVisitsExactlyTheRange) {
   }
 }
 
+TEST(PageTableRangeTest, InlineWalkVisitsTheSameEntriesAndUpdatesInPlace) {
+  PageTable t(512 * 512 * 4);
+  std::map<uint64_t, uint64_t> shadow;
+  for (uint64_t p : {0ull, 1ull, 511ull, 512ull, 70000ull, 262143ull, 262144ull,
+                     600000ull, 1048575ull}) {
+    ASSERT_TRUE(t.Set(PageIndex(p), PageEntry::Of(PageState::kResident)
+                                        .with_slot(p)));
+    shadow[p] = p;
+  }
+  for (auto [first, count] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {0, 1}, {1, 511}, {0, 1ull << 20}, {512, 262000}, {262143, 2},
+           {300000, 300000}, {1048575, 100}, {5, 0}, {1ull << 21, 10}}) {
+    std::vector<uint64_t> seen, want;
+    t.ForEachNonAbsentInRangeInline(
+        PageIndex(first), count,
+        [&](PageIndex p, PageEntry e, PageTable::EntryRef) {
+          EXPECT_EQ(e.slot(), p.value());
+          seen.push_back(p.value());
+        });
+    for (auto [p, v] : shadow) {
+      if (p >= first && p < first + count) want.push_back(p);
+    }
+    EXPECT_EQ(seen, want) << "range [" << first << ", +" << count << ")";
+  }
+  // Updates through the EntryRef: a CAS from a stale value fails and
+  // reports the entry as it is; one from the current value lands.
+  t.ForEachNonAbsentInRangeInline(
+      PageIndex(0), 1ull << 20,
+      [&](PageIndex p, PageEntry e, PageTable::EntryRef ref) {
+        PageEntry stale = e.with_flag(PageEntry::kDirtyBit, true);
+        EXPECT_FALSE(ref.CompareExchange(
+            &stale, e.with_flag(PageEntry::kCapturedBit, true)));
+        EXPECT_EQ(stale, e) << p.value();
+        EXPECT_TRUE(ref.CompareExchange(
+            &stale, e.with_flag(PageEntry::kCapturedBit, true)));
+      });
+  for (auto [p, v] : shadow) {
+    EXPECT_EQ(t.Get(PageIndex(p)),
+              PageEntry::Of(PageState::kResident)
+                  .with_slot(p)
+                  .with_flag(PageEntry::kCapturedBit, true))
+        << p;
+  }
+  EXPECT_TRUE(t.CheckInvariants().ok());
+}
+
 }  // namespace
 }  // namespace upager::internal
 
