@@ -50,8 +50,21 @@ Engine::Served Engine::HandleWriteProtect(uintptr_t addr) {
   // A page being evicted stays protected: lifting it before the move-out
   // could let a write land in a page about to be dropped as clean; the
   // thread waits for the eviction to finish or be cancelled.
+  // The un-protect at the end stays under snap_mu too: a sweep between the
+  // entry update below and the ioctl would protect and capture the page,
+  // and the ioctl would then lift that new protection behind the
+  // snapshot's back. (Signal mode made this reachable: a thread that
+  // retried its write meanwhile leaves a duplicate hand-off behind, which
+  // may be served after the thread has moved on and a snapshot began.)
+  auto unprotect = [&] {
+    const os::UffdResult r =
+        uffd_->WriteProtect(addr, page_size_, false, true);
+    return r.outcome == os::UffdOutcome::kRetry ? Served::kRetryLater
+                                                : Served::kDone;
+  };
   Target t;
-  if (Resolve(addr, &t)) {
+  if (!Resolve(addr, &t)) return unprotect();
+  {
     RegionCore* core = t.core;
     absl::ReaderMutexLock snap_lock(&core->snap_mu);
     PageEntry cur = core->table.Get(t.page);
@@ -89,10 +102,8 @@ Engine::Served Engine::HandleWriteProtect(uintptr_t addr) {
                t.page, &cur,
                cur.with_flag(PageEntry::kWriteProtectedBit, false))) {
     }
+    return unprotect();
   }
-  const os::UffdResult r = uffd_->WriteProtect(addr, page_size_, false, true);
-  return r.outcome == os::UffdOutcome::kRetry ? Served::kRetryLater
-                                              : Served::kDone;
 }
 
 Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
