@@ -2,6 +2,7 @@
 #include "runtime/zero_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -16,6 +17,15 @@ namespace {
 // has no room for a chunk or MADV_POPULATE_WRITE failed: nothing signals
 // either condition's end, and a fault never waits for the pool.
 constexpr int kBackoffMs = 10;
+
+// Monotonic nanoseconds (clock_gettime through the vDSO: no system call,
+// async-signal-safe).
+uint64_t NowNanos() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
 
 }  // namespace
 
@@ -56,10 +66,10 @@ ZeroPool::ZeroPool(const Options& options, std::byte* base, uint64_t pages,
       pages_(pages),
       chunk_pages_(chunk_pages),
       chunks_(pages / chunk_pages),
-      low_mark_(std::max<uint64_t>(1, pages - pages / 4)),
       page_size_(options.page_size),
       budget_(options.budget),
       idle_priority_(options.idle_priority),
+      quiet_ns_(options.quiet_ns),
       wake_(std::move(wake)),
       finished_(new std::atomic<uint64_t>[chunks_]),
       kept_(new std::atomic<uint64_t>[chunks_]) {
@@ -100,6 +110,9 @@ void ZeroPool::Wake() {
 
 ZeroPool::Lease ZeroPool::Take(uint64_t max_pages) {
   if (max_pages == 0 || disabled_.load(std::memory_order_relaxed)) return {};
+  if (quiet_ns_ != 0) {
+    last_take_ns_.store(NowNanos(), std::memory_order_relaxed);
+  }
   uint64_t t = taken_.load(std::memory_order_relaxed);
   for (;;) {
     const uint64_t r = ready_.load(std::memory_order_acquire);
@@ -110,7 +123,7 @@ ZeroPool::Lease ZeroPool::Take(uint64_t max_pages) {
     const uint64_t slot = t % pages_;
     const uint64_t k = std::min({max_pages, r - t, pages_ - slot});
     if (taken_.compare_exchange_weak(t, t + k)) {
-      if (r - (t + k) < low_mark_) Wake();
+      Wake();
       return {reinterpret_cast<uintptr_t>(base_ + slot * page_size_), k, t};
     }
   }
@@ -139,7 +152,7 @@ void ZeroPool::Finish(const Lease& lease, uint64_t moved) {
     left -= n;
     moved_left -= m;
   }
-  if (completed && (wake_on_finish_.load() || Ready() < low_mark_)) Wake();
+  if (completed) Wake();
 }
 
 void ZeroPool::Disable(int error) {
@@ -227,6 +240,18 @@ void ZeroPool::RefillLoop() {
       Drain();
       drained = true;
     }
+    if (!disabled && quiet_ns_ != 0) {
+      // Faults are streaming in: leave the CPU and the allocator to them,
+      // and look again once they may have stopped.
+      const uint64_t last = last_take_ns_.load(std::memory_order_relaxed);
+      const uint64_t now = NowNanos();
+      const uint64_t since = now > last ? now - last : 0;
+      if (since < quiet_ns_) {
+        wait = true;
+        timeout_ms = static_cast<int>((quiet_ns_ - since + 999'999) / 1'000'000);
+        continue;
+      }
+    }
     const uint64_t next = ready_.load(std::memory_order_relaxed);
     const uint64_t c = (next % pages_) / chunk_pages_;
     bool backoff = false;
@@ -235,16 +260,10 @@ void ZeroPool::RefillLoop() {
       ready_.store(next + chunk_pages_, std::memory_order_release);
       continue;
     }
-    // Nothing to do now: the pool is full, its oldest chunk is still being
-    // moved out, the budget has no room, or the kernel refused. A chunk
-    // being moved out (all of its pages taken) is a pause in a refill, not
-    // its end: the Finish that completes it wakes us whatever the level.
-    // Announce the sleep, then look once more: a Finish that completed the
-    // chunk before the announcement was not going to wake us.
-    const bool in_flight =
-        !disabled && finished_[c].load() < chunk_pages_ &&
-        taken_.load() >= next - pages_ + chunk_pages_;
-    wake_on_finish_.store(in_flight);
+    // Nothing to do now: the pool is full, its oldest chunk is not all
+    // taken and handed back yet, the budget has no room, or the kernel
+    // refused. Announce the sleep, then look once more: a Finish that
+    // completed the chunk before the announcement did not wake us.
     sleeping_.store(true);
     if (!backoff && !disabled && !disabled_.load() &&
         finished_[c].load() == chunk_pages_) {

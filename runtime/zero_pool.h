@@ -37,17 +37,24 @@
 //   failed or stopped early). They stay in the area, populated and zero;
 //   the refill neither zeroes nor charges them again.
 // - Wake-ups: the refill thread, finding nothing to do, sets sleeping_,
-//   checks once more, then blocks on an eventfd. Take (leaving the pool
-//   below the low mark, or finding it empty) and Finish (completing a
-//   chunk while below it) swap sleeping_ to false and write the eventfd
-//   only if it was set: one write(2) per sleep, none while the thread
-//   works. A thread that stopped only because its next chunk is still
-//   being moved out (taken, not all finished) sets wake_on_finish_ first:
-//   the Finish completing a chunk then wakes it whatever the level, so a
-//   refill, once begun, runs until the pool is full. Both sides are
-//   sequentially consistent, so a sleep cannot miss the wake-up meant for
-//   it. The thread starts asleep: a Runtime whose application never
-//   write-faults a zero page never pays for the pool.
+//   checks once more, then blocks on an eventfd. Take, and a Finish that
+//   completes a chunk, swap sleeping_ to false and write the eventfd only
+//   if it was set: one write(2) per sleep, none while the thread is awake.
+//   A refill can only be waiting for a chunk to complete, and the Finish
+//   completing it and the thread's last look before sleeping are both
+//   sequentially consistent, so that wake-up cannot be missed. The
+//   thread starts asleep: a Runtime whose application never write-faults
+//   a zero page never pays for the pool.
+// - Idle time only: Take stamps last_take_ns_, and the refill thread
+//   populates a chunk only once no Take has come for quiet_ns, then fills
+//   the pool up. A fault stream takes the stock, then copies; the pool
+//   refills when it stops. Measured here (README, "Benchmarks"), a refill
+//   running beside a fault stream slowed the stream more than its pages
+//   sped it up (1.4-1.5 us a page against 1.16 without a pool, with 35-40%
+//   of the pages moved), the two CPUs then contending in the kernel's
+//   page allocator and each move sending a TLB-flush IPI to the CPU that
+//   populates. So a long stream runs at the copy's speed, and a burst up
+//   to the pool's size at the move's.
 // - Budget: with a FrameBudget, the refill reserves a frame for each page
 //   it populates, and only while the budget stays at or below its low
 //   watermark, so the pool never pushes the runtime into eviction. Finish
@@ -96,7 +103,11 @@ class ZeroPool {
     // to do (the pool empties, and faults fall back to copying, when
     // none does).
     bool idle_priority = true;
+    // Refill only after this long without a Take (see "Idle time only").
+    // 0: refill whenever there is room (tests of the protocol).
+    uint64_t quiet_ns = kDefaultQuietNs;
   };
+  static constexpr uint64_t kDefaultQuietNs = 1'000'000;
 
   // A run of populated zero pages handed out by Take. Move them out, then
   // hand the run back with Finish.
@@ -143,7 +154,6 @@ class ZeroPool {
   Stats stats() const;
   uint64_t pages() const { return pages_; }
   uint64_t chunk_pages() const { return chunk_pages_; }
-  uint64_t low_mark() const { return low_mark_; }
 
  private:
   ZeroPool(const Options& options, std::byte* base, uint64_t pages,
@@ -164,10 +174,10 @@ class ZeroPool {
   const uint64_t pages_;
   const uint64_t chunk_pages_;
   const uint64_t chunks_;
-  const uint64_t low_mark_;  // pages; below this, wake the refill thread
   const size_t page_size_;
   FrameBudget* const budget_;
   const bool idle_priority_;
+  const uint64_t quiet_ns_;
   os::EventFd wake_;
 
   // The protocol above. Sequence numbers in pages.
@@ -176,11 +186,11 @@ class ZeroPool {
   std::unique_ptr<std::atomic<uint64_t>[]> finished_;  // by chunk
   std::unique_ptr<std::atomic<uint64_t>[]> kept_;      // by chunk
   std::atomic<bool> sleeping_{true};
-  std::atomic<bool> wake_on_finish_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> disabled_{false};
   std::atomic<int> disable_error_{0};
   std::atomic<uint64_t> charged_{0};  // frames held, pages
+  std::atomic<uint64_t> last_take_ns_{0};  // monotonic clock
 
   // Written by the refill thread only; read by stats().
   std::atomic<uint64_t> pages_populated_{0};

@@ -65,8 +65,7 @@ struct Stats {
 
   // --- Pages filled.
   // Private zeroed pages (write faults): moved in from the zero-page pool
-  // (UFFDIO_MOVE) or copied (UFFDIO_COPY); zero_pool_hits / _misses split
-  // them while the pool is on.
+  // (UFFDIO_MOVE) or copied (UFFDIO_COPY); see zero_pool_hits / _misses.
   uint64_t pages_zero_filled = 0;
   uint64_t pages_zero_mapped = 0;  // shared zero page (UFFDIO_ZEROPAGE)
   uint64_t pages_file_filled = 0;  // copied from a file-backed region's file
@@ -81,8 +80,9 @@ struct Stats {
   uint64_t zero_pool_pages = 0;        // capacity; 0 when off
   uint64_t zero_pool_ready_pages = 0;  // populated and waiting, now
   uint64_t zero_pool_hits = 0;    // pages moved into regions (UFFDIO_MOVE)
-  // Pages copied instead (UFFDIO_COPY) while the pool was on: it was
-  // empty, had no run for the window, or the move failed.
+  // Pages copied instead (UFFDIO_COPY) although the pool was asked: it
+  // was empty, or the move failed. (Windows under 16 pages are always
+  // copied, a move's fixed cost being higher: neither hits nor misses.)
   uint64_t zero_pool_misses = 0;
   uint64_t zero_pool_move_failures = 0;  // failed moves (each then copied)
   uint64_t zero_pool_pages_populated = 0;  // by the refill thread, ever
