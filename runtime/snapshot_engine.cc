@@ -55,6 +55,10 @@ namespace {
 // balanced even when the machine preempts one of them. (128 MiB chunks
 // measured the same.)
 constexpr uint64_t kSweepChunkPages = 8192;
+// Chunks grow past kSweepChunkPages to keep at most this many per sweep,
+// so a huge sparse region's sweep keeps its bookkeeping small (a 1 TiB
+// region: 1024 chunks of 1 GiB, not 32768).
+constexpr uint64_t kMaxSweepChunks = 1024;
 // A chunk's runs are write-protected at once, by the thread that built
 // them, when they average at least this many pages; shorter runs wait for
 // the calling thread alone, after the helper has finished. Every
@@ -788,15 +792,16 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
       if (r.outcome == os::UffdOutcome::kFailed) c->failure = r;
       return !r.ok();
     };
-    const uint64_t n_chunks =
-        (core->pages + kSweepChunkPages - 1) / kSweepChunkPages;
+    const uint64_t chunk_pages = std::max(
+        kSweepChunkPages, (core->pages + kMaxSweepChunks - 1) / kMaxSweepChunks);
+    const uint64_t n_chunks = (core->pages + chunk_pages - 1) / chunk_pages;
     std::vector<Chunk> chunks(n_chunks);
     std::atomic<uint64_t> cursor{0};
     auto sweep = [&] {
       for (uint64_t c = cursor.fetch_add(1); c < n_chunks;
            c = cursor.fetch_add(1)) {
         Chunk& chunk = chunks[c];
-        const uint64_t first = c * kSweepChunkPages;
+        const uint64_t first = c * chunk_pages;
         RunBuilder runs(bridge_holes);
         // Filled here, stored once: chunks next to each other in `chunks`
         // belong to the two threads (a counter bumped per page there made
@@ -804,7 +809,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Engine::TakeSnapshot(
         std::vector<PageRun> present_runs;
         uint64_t marked_pages = 0;
         core->table.ForEachNonAbsentInRangeInline(
-            PageIndex(first), kSweepChunkPages,
+            PageIndex(first), chunk_pages,
             [&](PageIndex p, PageEntry cur, PageTable::EntryRef ref) {
               bool protect = false;
               for (;;) {

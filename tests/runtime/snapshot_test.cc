@@ -551,6 +551,36 @@ TEST(SnapshotTest, LargeRegionSweptInChunks) {
   EXPECT_TRUE(rt->status().ok()) << rt->status();
 }
 
+// A reserved tebibyte with three pages written: the sweep's chunks grow
+// with the region (at most 1024 of them), and it marks and protects only
+// what the region holds.
+TEST(SnapshotTest, SparseTebibyteRegion) {
+  constexpr uint64_t kSize = uint64_t{1} << 40;
+  constexpr uint64_t kPages = kSize / kPage;
+  // No fault-around: the region holds exactly the pages written.
+  auto rt = MakeRuntime({.fault_around_pages = 1, .fault_around_max_pages = 1});
+  ASSERT_NE(rt, nullptr);
+  auto region = rt->Map({.size = kSize, .name = "tebibyte"});
+  if (!region.ok()) {
+    GTEST_SKIP() << "cannot reserve 1 TiB here: " << region.status();
+  }
+  std::byte* base = (*region)->data();
+  const uint64_t pages[] = {0, kPages / 2 + 12345, kPages - 1};
+  for (uint64_t p : pages) FillPage(base + p * kPage, p, 1);
+  TAKE_OR_SKIP(snap, *region);
+  EXPECT_EQ(rt->stats().pages_protected, std::size(pages));
+  for (uint64_t p : pages) FillPage(base + p * kPage, p, 2);
+  std::vector<std::byte> buf(kPage);
+  for (uint64_t p : pages) {
+    ASSERT_TRUE(snap->Read(p * kPage, absl::MakeSpan(buf)).ok());
+    EXPECT_TRUE(PageIs(buf.data(), p, 1));
+    EXPECT_TRUE(PageIs(base + p * kPage, p, 2));
+  }
+  ASSERT_TRUE(snap->Read((kPages / 4) * kPage, absl::MakeSpan(buf)).ok());
+  EXPECT_TRUE(PageIs(buf.data(), kPages / 4, 0));
+  EXPECT_TRUE(rt->status().ok()) << rt->status();
+}
+
 // --- The sweep's write-protect ranges, driven through internal::Engine
 // with a userfaultfd wrapper that counts UFFDIO_WRITEPROTECT calls.
 
