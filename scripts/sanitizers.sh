@@ -134,7 +134,7 @@ tsan_tests() {
   # Left out: a fork() child that destroys the Runtime detaches the parent's
   # service threads, which do not exist in the child; TSan's thread registry
   # cannot follow that and stops with an internal CHECK failure.
-  local excludes="$common_excludes|^ForkTest\.ChildDestroyingTheRuntime"
+  local excludes="$common_excludes|^(signal/)?ForkTest\.ChildDestroyingTheRuntime"
   (cd "$ROOT/build-tsan" &&
     TSAN_OPTIONS="handle_sigbus=0:second_deadlock_stack=1:suppressions=$ROOT/scripts/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}" \
       "${noaslr[@]}" ctest --output-on-failure -j 2 --timeout 600 \
