@@ -56,9 +56,24 @@ Engine::Served Engine::HandleWriteProtect(uintptr_t addr) {
   // A page being evicted stays protected: lifting it before the move-out
   // could let a write land in a page about to be dropped as clean; the
   // thread waits for the eviction to finish or be cancelled.
+  //
+  // Lifts the protection of the faulting page (and wakes its writer).
+  auto lift = [&] {
+    const os::UffdResult r = uffd_->WriteProtect(addr, page_size_, false, true);
+    return r.outcome == os::UffdOutcome::kRetry ? Served::kRetryLater
+                                                : Served::kDone;
+  };
   Target t;
   if (Resolve(addr, &t)) {
     RegionCore* core = t.core;
+    // Held until the protection is lifted: a TakeSnapshot sweep between our
+    // look at the entry and the ioctl would protect the page for a new
+    // snapshot (marking it protected in the table), and the ioctl would
+    // then lift that protection behind the table's back. Later sweeps skip
+    // a page the table says is protected, so its next write went uncopied
+    // and the snapshot read the new bytes. (A second write-protect fault on
+    // a page another one just copied gets here: two threads writing it, or
+    // a signal-mode hand-off repeated after its wait timed out.)
     absl::ReaderMutexLock snap_lock(&core->snap_mu);
     PageEntry cur = core->table.Get(t.page);
     if (cur.state() == PageState::kEvicting) return MarkWanted(t, cur);
@@ -95,10 +110,9 @@ Engine::Served Engine::HandleWriteProtect(uintptr_t addr) {
                t.page, &cur,
                cur.with_flag(PageEntry::kWriteProtectedBit, false))) {
     }
+    return lift();
   }
-  const os::UffdResult r = uffd_->WriteProtect(addr, page_size_, false, true);
-  return r.outcome == os::UffdOutcome::kRetry ? Served::kRetryLater
-                                              : Served::kDone;
+  return lift();
 }
 
 Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
