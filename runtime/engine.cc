@@ -275,6 +275,7 @@ Engine::~Engine() {
   const bool child = InForkChild();
   if (service_ != nullptr) ForkGuard::Unregister(this);
   if (zero_pool_ != nullptr && child) zero_pool_->AbandonAfterFork();
+  if (!child && !options_.unmap_regions_on_destroy) EndSnapshotsForTeardown();
   {
     std::vector<RegionCore*> cores;
     {
@@ -313,6 +314,12 @@ Engine::~Engine() {
   // No fault can take pool pages any more. Stops the refill thread (after
   // the chunk it may be populating) and gives back its frames.
   zero_pool_.reset();
+  // Swap-ins, evictions and spills still in flight (read-ahead nobody
+  // waits for, or everything with unmap_regions_on_destroy): the store may
+  // use their buffers until they complete, and the buffers go with
+  // paging_ and snaps_. Returning with them in flight let a store write
+  // into freed memory.
+  if (paging_ != nullptr && !child) WaitForStoreRequests();
   absl::MutexLock lock(&map_mu_);
   for (auto& [region, core] : regions_) {
     for (const auto& iv : map_.IntervalsOf(core.get())) {
@@ -346,6 +353,39 @@ Engine::~Engine() {
   regions_.clear();
   (void)os::Unmap(zero_source_,
                   RuntimeOptions::kMaxFaultAroundPages * page_size_);
+}
+
+void Engine::EndSnapshotsForTeardown() {
+  if (snaps_ == nullptr) return;
+  std::vector<RegionCore*> cores;
+  {
+    absl::ReaderMutexLock lock(&map_mu_);
+    for (auto& [region, core] : regions_) cores.push_back(core.get());
+  }
+  // With no snapshot left, a write to a captured page copies nothing: its
+  // fault only lifts the protection. snap_mu waits out copy-asides already
+  // past that check.
+  for (RegionCore* core : cores) {
+    std::vector<CopyRef> freed;
+    {
+      absl::MutexLock snap_lock(&core->snap_mu);
+      absl::MutexLock lock(&core->book_mu);
+      counters_.snapshots_released.Add(core->book.live_count());
+      core->book.ReleaseAll(&freed);
+    }
+    FreeCopies(freed);
+  }
+  // Put-backs deferred by EAGAIN hold the only copy of their pages, which
+  // stay claimed until filled: fill them while the service threads still
+  // read the events that cause the EAGAIN. Left for after they stop, they
+  // were never filled, and once the regions were unregistered those pages
+  // read as zero (bytes the application had written, lost).
+  for (int i = 0; i < 200000 && snaps_->pending_any.load(); ++i) {
+    RetryPendingFills();
+    if (!snaps_->pending_any.load()) break;
+    service_->SyncEvents();
+    absl::SleepFor(absl::Microseconds(50));
+  }
 }
 
 absl::StatusOr<Region*> Engine::Map(
@@ -409,7 +449,11 @@ absl::StatusOr<Region*> Engine::Map(
           "overlaps %s",
           fixed, o.size, o.name, DescribeOccupant(fixed, o.size)));
     }
-    return mapped.status();
+    // Name the region, as every other Map error does (ENOMEM alone does not
+    // say which of many regions ran out of address space).
+    return absl::Status(mapped.status().code(),
+                        absl::StrCat("mapping region '", o.name,
+                                     "': ", mapped.status().message()));
   }
   void* const mem = *mapped;
   const auto base = reinterpret_cast<uintptr_t>(mem);
@@ -508,7 +552,26 @@ absl::Status Engine::Unmap(Region* region) {
     }
     core = std::move(it->second);
     regions_.erase(it);
+    // From here nothing new pins the region (PinRegion finds it by id).
     regions_by_id_.erase(core->id);
+  }
+  // Store I/O naming the region (an eviction or swap-in in flight), and
+  // snapshot reads, pin it (io_inflight); they must finish before its
+  // memory and metadata go.
+  auto wait_for_pins = [&] {
+    while (core->io_inflight.load() > 0) {
+      DrainCompletions();
+      FreeSpilledMemory();  // spilled copies pin their region
+      absl::SleepFor(absl::Microseconds(50));
+    }
+  };
+  // First while the region is still in the address map: a snapshot read
+  // finds the live pages it copies there, and one that found the region
+  // gone read them as unmapped, returning zeros as the snapshot's bytes
+  // with OK (a Read racing with Unmap).
+  wait_for_pins();
+  {
+    absl::MutexLock lock(&map_mu_);
     intervals = map_.EraseOwner(core.get());
     // Signal mode: an access racing with Unmap (an application bug, but
     // thread mode serves it as plain memory until the munmap) finds no
@@ -531,20 +594,21 @@ absl::Status Engine::Unmap(Region* region) {
   }
   if (signal_mode()) SignalRegistry::EndLayoutChange();
   service_->WaitForQuiescence();
-  // Store I/O naming the region (an eviction or swap-in in flight) must
-  // finish before its memory and metadata go.
-  while (core->io_inflight.load() > 0) {
-    DrainCompletions();
-    FreeSpilledMemory();  // spilled copies pin their region
-    absl::SleepFor(absl::Microseconds(50));
-  }
+  // Again: I/O started since by faults that still found the region.
+  wait_for_pins();
   if (snaps_ != nullptr) {
     std::vector<CopyRef> freed;
+    uint64_t live = 0;
     {
       absl::MutexLock lock(&core->book_mu);
+      live = core->book.live_count();
       core->book.ReleaseAll(&freed);
     }
     FreeCopies(freed);
+    // The region's live snapshots end with it (their Release() is a no-op
+    // from now on): count them released, or Stats::snapshots_live would
+    // report them forever.
+    counters_.snapshots_released.Add(live);
   }
   ReleaseRegionPaging(core.get());
   for (const auto& iv : intervals) {
@@ -684,10 +748,23 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
   RetryPendingFills();
   std::vector<os::UffdEvent> retry;
   retry.swap(*deferred);
+  // Signal mode: every fault here was handed over by a SIGBUS handler
+  // whose thread retries the access itself (woken after this batch, or
+  // when its wait times out) and hands the fault over again if it still
+  // needs serving. A deferred copy would be a duplicate of that, or stale
+  // once the thread moved on; retried, stale ones swapped in pages nobody
+  // waited for and duplicates piled up, keeping a service thread spinning
+  // (under a one-page budget: millions of retries a second, and pages
+  // thrashing in and out).
+  const bool keep_deferred = !signal_mode();
   for (const os::UffdEvent& e : fresh) {
     if (e.kind != os::UffdEvent::Kind::kPageFault) continue;
     if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
-      deferred->push_back(e);
+      if (keep_deferred) {
+        deferred->push_back(e);
+      } else {
+        counters_.fill_retries.Add();  // its thread retries it
+      }
     }
   }
   for (const os::UffdEvent& e : retry) {

@@ -13,10 +13,14 @@
 //   alone moves them out of kFilling, so two service threads never fill the
 //   same page, and event handlers leave kFilling pages to their claimant.
 // - RegionCore lifetime: service threads use a RegionCore* they looked up
-//   under map_mu_ only until the end of their current batch. Unmap removes
-//   the region from the map, unregisters it (later fills get ENOENT), waits
-//   for FaultService quiescence, and only then unmaps and deletes it, so no
-//   fill can land in memory that a new mapping reuses.
+//   under map_mu_ only until the end of their current batch. Unmap first
+//   drops the region from regions_by_id_ (nothing new pins it) and waits
+//   for its pins (io_inflight: snapshot reads, store I/O, deferred
+//   put-backs) while it is still in the address map, which they use; then
+//   removes it from the map, unregisters it (later fills get ENOENT),
+//   waits for FaultService quiescence and for pins again, and only then
+//   unmaps and deletes it, so no fill can land in memory that a new
+//   mapping reuses.
 // - Address-space events (REMOVE, UNMAP, REMAP) are applied in the order
 //   they were read, before any fault read after them is served (see
 //   FaultService, "Event order"). Map and Unmap call SyncEvents() first, so
@@ -156,6 +160,9 @@ class Engine final : public FaultService::Handler {
   bool signal_mode() const {
     return options_.fault_mode == FaultMode::kSignal;
   }
+  // In a fork() child of the process that created this Engine: its
+  // userfaultfd is the parent's, so nothing here may issue an ioctl.
+  bool InForkChild() const;
   int HandoffFd() const override;
   void TakeHandoffs(std::vector<os::UffdEvent>* out) override;
   void EventsBegin() override;
@@ -220,7 +227,10 @@ class Engine final : public FaultService::Handler {
     Paging(uint64_t budget_pages, uint32_t high, uint32_t low)
         : budget(budget_pages, high, low) {}
     FrameBudget budget;
+    // The application's store or the swap file, behind a wrapper that
+    // counts the requests it holds in store_requests.
     std::shared_ptr<BackingStore> store;
+    std::atomic<int64_t> store_requests{0};
     std::unique_ptr<EvictionPolicy> policy;
     // A second userfaultfd, without events, that only the staging arena is
     // registered with: UFFDIO_MOVE needs its destination registered, and
@@ -242,6 +252,10 @@ class Engine final : public FaultService::Handler {
     std::atomic<bool> stopping{false};
     std::atomic<bool> evicting{false};       // the evictor is in a round
     std::atomic<bool> frames_wanted{false};  // a fault found no frame
+    // A fault got no frame at all (not just fewer than it wanted): the
+    // evictor frees one even at or below the low watermark. Cleared when a
+    // frame is released.
+    std::atomic<bool> fault_starved{false};
     std::thread evictor;
     LatencyHistogram swap_in_latency;
     LatencyHistogram swap_out_latency;
@@ -271,7 +285,13 @@ class Engine final : public FaultService::Handler {
                                      size_t page_size);
   absl::Status StartPaging();
   void StopPaging();
+  // Waits until the store holds no request (~Engine, once the evictor and
+  // the service threads are stopped): their buffers are about to be freed.
+  void WaitForStoreRequests();
   void EvictorLoop();
+  // Whether the evictor has work: above the low watermark, or a fault
+  // starved of frames.
+  bool MustEvict() const;
   // Evicts up to `n` victims; returns how many writes it started.
   size_t EvictBatch(size_t n);
   // Evicts the victims [first, first + count) of one region (adjacent
@@ -366,6 +386,10 @@ class Engine final : public FaultService::Handler {
   // Clears every captured mark and lifts the protection (last snapshot
   // released).
   void Unprotect(RegionCore* core);
+  // ~Engine with regions kept: ends every snapshot (so writes copy
+  // nothing more) and fills back the copy-on-write put-backs still
+  // pending, while the service threads run (engine.cc).
+  void EndSnapshotsForTeardown();
   // Reads one page of snapshot `epoch` into out; *zero set (and out left
   // alone) for a zero page.
   absl::Status ReadSnapshotPage(RegionCore* core, uint64_t epoch,
@@ -404,7 +428,6 @@ class Engine final : public FaultService::Handler {
   void RecordError(const absl::Status& s);
   // "region 'x' at [a, b)" or "an existing mapping", for error messages.
   std::string DescribeOccupant(uintptr_t start, uint64_t size) const;
-  bool InForkChild() const;
 
   const RuntimeOptions options_;
   const size_t page_size_;

@@ -40,6 +40,64 @@ constexpr size_t kEvictBatch = 64;
 // Staging pages zapped together (Engine::ZapStaging).
 constexpr size_t kZapBatch = 32;
 
+// Whether a victim the evictor could not take goes back to the policy. A
+// page claimed for a moment (kFilling: a stale missing fault on a present
+// page, a copy-aside, a cancelled eviction's move-back) is resident again
+// once its claimant is done, and nobody admits it again: left out, it
+// would stay resident and never be evicted, a frame lost to the budget for
+// good (under a one-page budget, the only one: every later fault then went
+// over budget).
+bool StaysResident(PageEntry e) {
+  return e.state() == PageState::kResident || e.state() == PageState::kFilling;
+}
+
+// Forwards to the real store and counts the requests it holds (submitted,
+// completion not reaped yet). A store may use a request's buffer until that
+// completion (upager/backing_store.h), and the buffers are the Engine's:
+// ~Engine waits for the count to reach zero before it frees them
+// (Engine::WaitForStoreRequests).
+class CountingStore final : public BackingStore {
+ public:
+  CountingStore(std::shared_ptr<BackingStore> real,
+                std::atomic<int64_t>* requests)
+      : real_(std::move(real)), requests_(requests) {}
+
+  size_t page_size() const override { return real_->page_size(); }
+  uint64_t capacity_slots() const override { return real_->capacity_slots(); }
+  absl::StatusOr<uint64_t> AllocateSlot() override {
+    return real_->AllocateSlot();
+  }
+  void FreeSlot(uint64_t slot) override { real_->FreeSlot(slot); }
+  absl::Status RegisterBuffers(std::byte* base, size_t len) override {
+    return real_->RegisterBuffers(base, len);
+  }
+  absl::Status Submit(absl::Span<const Request> requests) override {
+    // Counted first: the completions may be reaped by another thread
+    // before Submit returns.
+    requests_->fetch_add(static_cast<int64_t>(requests.size()));
+    absl::Status s = real_->Submit(requests);
+    if (!s.ok()) requests_->fetch_sub(static_cast<int64_t>(requests.size()));
+    return s;
+  }
+  size_t Reap(absl::Span<Completion> out) override {
+    return Reaped(real_->Reap(out));
+  }
+  size_t Wait(absl::Span<Completion> out, absl::Duration timeout) override {
+    return Reaped(real_->Wait(out, timeout));
+  }
+  int completion_fd() const override { return real_->completion_fd(); }
+  BackingStoreStats stats() const override { return real_->stats(); }
+
+ private:
+  size_t Reaped(size_t n) {
+    requests_->fetch_sub(static_cast<int64_t>(n));
+    return n;
+  }
+
+  const std::shared_ptr<BackingStore> real_;
+  std::atomic<int64_t>* const requests_;
+};
+
 }  // namespace
 
 absl::Status Engine::ValidatePaging(const RuntimeOptions& o,
@@ -105,6 +163,8 @@ absl::Status Engine::StartPaging() {
                             OpenSwapFile(f));
     p->store = std::move(store);
   }
+  p->store = std::make_shared<CountingStore>(std::move(p->store),
+                                             &p->store_requests);
   EvictionPolicy::Options po;
   po.budget_pages = budget_pages;
   UPAGER_RETURN_IF_ERROR(EvictionPolicy::Validate(po));
@@ -148,6 +208,28 @@ void Engine::StopPaging() {
   }
 }
 
+bool Engine::MustEvict() const {
+  const FrameBudget& b = paging_->budget;
+  // Above the low watermark; or a fault waits with every frame taken. The
+  // second matters when the low watermark is the budget itself (a one-page
+  // budget: low = max(1, 85%) = 1 page, or low_watermark_percent = 100):
+  // eviction would never start, and the fault would wait forever. Only a
+  // starved fault, not a partial grant, so that a one-page budget does not
+  // evict the page the application is writing after every fill.
+  return b.AboveLow() ||
+         (paging_->fault_starved.load() && b.used() >= b.budget());
+}
+
+void Engine::WaitForStoreRequests() {
+  // Nothing submits any more; completions are handled as usual (a fill
+  // that meets EAGAIN now just stays parked: nobody waits for it).
+  while (paging_->store_requests.load() > 0) {
+    BackingStore::Completion c[64];
+    HandleCompletions(absl::MakeConstSpan(
+        c, paging_->store->Wait(absl::MakeSpan(c), absl::Milliseconds(1))));
+  }
+}
+
 void Engine::KickEvictor() {
   // The fault path calls this on every reservation past the high
   // watermark; while the evictor is already at work, a kick would only
@@ -164,7 +246,10 @@ uint64_t Engine::ReserveFrames(uint64_t want) {
     // Someone will wait (deferred) or make do with fewer: the next freed
     // frame should wake the service threads.
     paging_->frames_wanted.store(true);
-    if (got == 0) counters_.budget_waits.Add();
+    if (got == 0) {
+      paging_->fault_starved.store(true);
+      counters_.budget_waits.Add();
+    }
   }
   if (got < want || paging_->budget.AboveHigh()) KickEvictor();
   return got;
@@ -173,6 +258,7 @@ uint64_t Engine::ReserveFrames(uint64_t want) {
 void Engine::ReleaseFrames(uint64_t n) {
   if (paging_ == nullptr || n == 0) return;
   paging_->budget.Release(n);
+  paging_->fault_starved.store(false);
   // Wake the service threads only if a fault went without a frame since
   // the last wake; every thread polls the kick fd, so an unconditional kick
   // per freed frame would wake all of them for each completed eviction.
@@ -217,26 +303,27 @@ void Engine::EvictorLoop() {
     uint64_t ready = 0;
     // Kicks are skipped while `evicting` is set; clear it before deciding
     // how long to sleep (seq_cst on both sides: a fault that reserves past
-    // the high watermark after this either sees it clear and kicks, or is
-    // seen by the AboveLow() check below).
+    // the high watermark, or starves, after this either sees it clear and
+    // kicks, or is seen by the MustEvict() check below).
     p.evicting.store(false);
     // Back under the low watermark (the application freed memory): the
     // store's trouble, if any, no longer matters until eviction is due.
     if (p.budget.blocked() && !p.budget.AboveLow()) p.budget.SetBlocked(false);
     // While blocked (the store cannot take pages), retry at most every
     // 100 ms however often faults kick; otherwise sleep until kicked, or
-    // 1 ms while over the low watermark (completions free frames without
-    // telling this thread).
-    const int timeout =
-        p.budget.blocked() ? 100 : (p.budget.AboveLow() ? 1 : -1);
+    // 1 ms while there is work (completions free frames without telling
+    // this thread).
+    const int timeout = p.budget.blocked() ? 100 : (MustEvict() ? 1 : -1);
     (void)os::PollReadable(fds, timeout, &ready);
     if (p.budget.blocked() && ready != 0) {
       absl::SleepFor(absl::Milliseconds(100));
     }
     (void)p.evictor_wake->Clear();
     p.evicting.store(true);
-    int idle_rounds = 0;
-    while (p.budget.AboveLow() && !p.stopping.load()) {
+    int idle_rounds = 0;   // rounds in a row that freed nothing
+    int stuck_rounds = 0;  // of those, the last ones in a row that also
+                           // had nothing cancelled and no read in flight
+    while (MustEvict() && !p.stopping.load()) {
       // Progress is pages that left memory, not frames in use: faults may
       // take frames as fast as eviction frees them.
       auto evicted = [&] {
@@ -245,11 +332,14 @@ void Engine::EvictorLoop() {
       };
       FreeSpilledMemory();
       const uint64_t before = evicted();
+      const uint64_t cancelled_before = counters_.evictions_cancelled.Get();
       // Only as many victims as take the budget back to the low watermark:
       // a fixed batch would overshoot, evicting pages (and spending I/O)
       // that nothing needed the frames of.
       const uint64_t used = p.budget.used();
-      const uint64_t excess = used > p.budget.low() ? used - p.budget.low() : 0;
+      const uint64_t excess = used > p.budget.low()       ? used - p.budget.low()
+                              : p.fault_starved.load() ? 1
+                                                       : 0;
       if (excess == 0) break;
       // Snapshot copies go first: nothing reads them on the fast path.
       const size_t batch = std::min<uint64_t>(kEvictBatch, excess);
@@ -270,19 +360,33 @@ void Engine::EvictorLoop() {
       }
       if (evicted() > before) {
         idle_rounds = 0;
+        stuck_rounds = 0;
         if (p.budget.blocked()) p.budget.SetBlocked(false);
         continue;
       }
       // Writes still in flight: the store is slow, not stuck.
       if (in_flight()) continue;
-      // Nothing freed: nothing evictable, the store full, or every write
-      // failing. After a few such rounds, let faults proceed over budget
-      // (counted) instead of waiting forever.
-      if (++idle_rounds >= 3) {
+      // Nothing freed. Stuck (nothing evictable, the store full, every
+      // write failing), or busy for a moment: the victims' evictions were
+      // cancelled because the application touched them while they were
+      // written, a swap-in holds frames until its read completes, or a
+      // fill holds them for microseconds before the policy hears of its
+      // pages. Under a one-page budget those are all the frames there
+      // are, and three rounds back to back (the old rule) let the budget
+      // grow without bound. So look again 1 ms later; let faults proceed
+      // over budget (counted) instead of waiting forever only after ~10 ms
+      // of stuck rounds in a row (a fill preempted mid-way must not count),
+      // or ~100 ms without progress whatever the reason (an application
+      // that keeps every resident page hot).
+      const bool busy = counters_.evictions_cancelled.Get() > cancelled_before ||
+                        p.buffers->in_use() > 0;
+      stuck_rounds = busy ? 0 : stuck_rounds + 1;
+      if (stuck_rounds >= 10 || ++idle_rounds >= 100) {
         p.budget.SetBlocked(true);
         service_->Kick();
         break;
       }
+      absl::SleepFor(absl::Milliseconds(1));
     }
   }
 }
@@ -344,7 +448,7 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
     if (cur.state() != PageState::kResident || addr == 0) {
       // The policy tracks fills; the page has moved on since (dropped by
       // the application, or already evicted), or it is unmapped.
-      if (cur.state() == PageState::kResident) {
+      if (StaysResident(cur)) {
         p.policy->CancelEviction({core->id, page.value()});
       }
       core->io_inflight.fetch_sub(1);
@@ -434,7 +538,7 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
     // their reference.
     const uint64_t handled = std::max<uint64_t>(claimed, 1);
     for (uint64_t j = moved; j < handled; ++j) {
-      if (core->table.Get(page + j).state() == PageState::kResident) {
+      if (StaysResident(core->table.Get(page + j))) {
         p.policy->CancelEviction({core->id, (page + j).value()});
       }
       core->io_inflight.fetch_sub(1);
@@ -1000,6 +1104,11 @@ void Engine::SwapEverythingIn() {
     }
   }
   for (const auto& [core, page] : pages) {
+    // Retried until the read starts: a refusal means every read buffer is
+    // busy (a slow store), which lasts as long as the store takes. The
+    // sleep makes the bound one of time (5 s or more), not of spins:
+    // 100,000 bare spins took ~50 ms, and a page given up on stayed
+    // swapped out, reading as zero once the Runtime was gone.
     for (int attempt = 0; attempt < 100000; ++attempt) {
       const PageEntry e = core->table.Get(page);
       if (e.state() != PageState::kSwapped) break;
@@ -1011,6 +1120,7 @@ void Engine::SwapEverythingIn() {
       if (t.page_addr == 0) break;
       if (StartSwapIn(t, e) == Served::kDone) break;
       DrainCompletions();
+      absl::SleepFor(absl::Microseconds(50));
     }
   }
   while (paging_->buffers->in_use() > 0) {

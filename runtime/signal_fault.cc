@@ -123,6 +123,14 @@ void Engine::EventsEnd() {
 }
 
 void Engine::AfterBatch() {
+  // Fills parked by EAGAIN wait for the event that caused it to be read,
+  // which may be all this batch did: retry them after every batch, not
+  // only in Serve (which runs when there are faults). A read-ahead or a
+  // copy-on-write put-back nobody waits for (and, in signal mode, any:
+  // its faults are not deferred) otherwise stayed parked, holding its
+  // buffer, until some fault came; ~Engine waiting for the buffers hung.
+  RetryPendingReads();
+  RetryPendingFills();
   if (signal_mode()) SignalWaiters::NotifyIfWaiting();
 }
 

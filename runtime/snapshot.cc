@@ -15,6 +15,16 @@ absl::Status Gone() {
       "the snapshot's Runtime was destroyed");
 }
 
+// A fork() child has a copy of the Runtime, but its userfaultfd (and swap
+// store) are the parent's: a Release there lifted the parent's write
+// protection (the parent's later writes went uncopied and its snapshot
+// read them), and a read could take the parent's store completions.
+absl::Status InForkChild() {
+  return absl::FailedPreconditionError(
+      "Snapshot used in a fork() child; a Runtime and its snapshots serve "
+      "only the process that created them");
+}
+
 }  // namespace
 
 Snapshot::Snapshot(std::shared_ptr<internal::EngineLink> link,
@@ -37,6 +47,7 @@ bool Snapshot::released() const {
 absl::Status Snapshot::Read(size_t offset, absl::Span<std::byte> out) const {
   absl::ReaderMutexLock lock(&link_->mu);
   if (link_->engine == nullptr) return Gone();
+  if (link_->engine->InForkChild()) return InForkChild();
   return link_->engine->ReadSnapshot(region_id_, epoch_, offset, out);
 }
 
@@ -44,6 +55,7 @@ absl::Status Snapshot::ForEachPage(
     const std::function<absl::Status(uint64_t, const std::byte*)>& fn) const {
   absl::ReaderMutexLock lock(&link_->mu);
   if (link_->engine == nullptr) return Gone();
+  if (link_->engine->InForkChild()) return InForkChild();
   return link_->engine->ForEachSnapshotPage(region_id_, epoch_, fn);
 }
 
@@ -57,6 +69,7 @@ absl::Status Snapshot::ForEachChangedSince(
   }
   absl::ReaderMutexLock lock(&link_->mu);
   if (link_->engine == nullptr) return Gone();
+  if (link_->engine->InForkChild()) return InForkChild();
   return link_->engine->ForEachChanged(region_id_, base.epoch_, epoch_, fn);
 }
 
@@ -80,6 +93,7 @@ absl::Status Snapshot::SaveTo(const std::string& path,
   }
   absl::ReaderMutexLock lock(&link_->mu);
   if (link_->engine == nullptr) return Gone();
+  if (link_->engine->InForkChild()) return InForkChild();
   absl::Status s = link_->engine->SaveSnapshot(
       region_id_, epoch_, path, base != nullptr ? base->epoch_ : 0, base_path);
   if (s.ok()) {
@@ -97,6 +111,8 @@ std::string Snapshot::saved_path() const {
 absl::Status Snapshot::Release() {
   absl::ReaderMutexLock lock(&link_->mu);
   if (link_->engine == nullptr) return absl::OkStatus();  // all freed
+  // The parent's snapshot: nothing of it is the child's to free.
+  if (link_->engine->InForkChild()) return absl::OkStatus();
   return link_->engine->ReleaseSnapshot(region_id_, epoch_);
 }
 

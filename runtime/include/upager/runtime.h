@@ -42,6 +42,12 @@ class Runtime {
 
   // Stops the service threads, releases any thread blocked in a fault, and
   // unmaps the remaining regions (see RuntimeOptions::unmap_regions_on_destroy).
+  // Snapshots still held end (see upager/snapshot.h, "Lifetime"). With the
+  // regions kept, they hold every byte written before and during the call:
+  // swapped-out pages are read back and copy-on-write in flight is
+  // completed first. Swap I/O in flight is waited for (the store may use
+  // its buffers until it completes), so a store that never completes a
+  // request makes this wait forever.
   ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
@@ -55,8 +61,10 @@ class Runtime {
 
   // Unregisters and unmaps `region` (whatever of it the application has not
   // already munmapped) and destroys it. Waits for the service threads to
-  // finish any fault they were serving on it. NotFound if `region` is not a
-  // live region of this Runtime.
+  // finish any fault they were serving on it, and for swap I/O and
+  // snapshot reads in flight on it; frees its swap slots and frames. Its
+  // live snapshots end with it (see upager/snapshot.h, "Lifetime"). NotFound
+  // if `region` is not a live region of this Runtime.
   absl::Status Unmap(Region* region);
 
   // Maps a snapshot saved with Snapshot::SaveTo (a full file, or the newest

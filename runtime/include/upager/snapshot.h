@@ -29,11 +29,20 @@
 // them aside first. A page the process shares with a fork() child is copied
 // while still mapped.
 //
+// Lifetime: a Snapshot may outlive its region and its Runtime. Unmapping the
+// region (Runtime::Unmap) or destroying the Runtime ends it, and frees what
+// it held: from then on released() is true, Release() returns OK and does
+// nothing, and Read, ForEachPage, ForEachChangedSince and SaveTo return
+// FailedPrecondition (the message says "unmapped" or "destroyed"; SaveTo
+// writes no file). A call running when Unmap or ~Runtime starts finishes
+// first (Unmap and ~Runtime wait for it), with its normal result. In a
+// fork() child the snapshot is the parent's: those methods return
+// FailedPrecondition there, and Release() does nothing (the parent's
+// snapshot stays intact).
+//
 // Thread-safety: every method may be called from any application thread
 // (never from inside a fault handler of the same Runtime). Read, ForEachPage
-// and Restore may run concurrently; Release waits for them. A Snapshot must
-// not outlive its Runtime's destruction in use: after ~Runtime every method
-// returns FailedPrecondition.
+// and Restore may run concurrently; Release waits for them.
 #ifndef UPAGER_SNAPSHOT_H_
 #define UPAGER_SNAPSHOT_H_
 
@@ -87,7 +96,8 @@ class Snapshot {
   // Pages whose bytes in this snapshot may differ from those in `base`, an
   // older live snapshot of the same region (written, dropped or first
   // touched in between), in increasing order. InvalidArgument if `base` is
-  // not older or of another region.
+  // not older or of another region; FailedPrecondition if either was
+  // released, or the region unmapped or the Runtime destroyed.
   absl::Status ForEachChangedSince(
       const Snapshot& base, const std::function<void(uint64_t page)>& fn) const;
 
@@ -106,8 +116,10 @@ class Snapshot {
   // Where SaveTo last wrote this snapshot ("" if never).
   std::string saved_path() const;
 
-  // Frees the copies only this snapshot needed. Idempotent. When the
-  // region's last snapshot goes, its pages are un-protected again.
+  // Frees the copies only this snapshot needed. Idempotent; OK and a no-op
+  // once the region is unmapped or the Runtime destroyed (which released
+  // it). When the region's last snapshot goes, its pages are un-protected
+  // again.
   absl::Status Release();
 
  private:
