@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 
 namespace upager::bench {
 namespace {
@@ -22,9 +23,12 @@ namespace {
 // never destroyed (Google style for statics): exit reclaims the descriptor,
 // the service thread and any region, and there is nothing to flush.
 absl::StatusOr<std::unique_ptr<Runtime>>& RuntimeSlot(Pager pager) {
+  // The variants of kUpagerCopy keep the pool off too, so that each
+  // differs from it in one thing only.
   if (pager == Pager::kUpagerIdlePriority) {
     static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
-        Runtime::Create({.service_idle_priority = true}));
+        Runtime::Create(
+            {.service_idle_priority = true, .zero_pool_bytes = 0}));
     return *slot;
   }
   if (pager == Pager::kUpagerSpin) {
@@ -39,7 +43,25 @@ absl::StatusOr<std::unique_ptr<Runtime>>& RuntimeSlot(Pager pager) {
   }
   if (pager == Pager::kUpagerUnpinned) {
     static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
-        Runtime::Create({.service_threads = 1, .pin_service_threads = false}));
+        Runtime::Create({.service_threads = 1,
+                         .pin_service_threads = false,
+                         .zero_pool_bytes = 0}));
+    return *slot;
+  }
+  if (pager == Pager::kUpagerCopy) {
+    static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
+        Runtime::Create({.zero_pool_bytes = 0}));
+    return *slot;
+  }
+  if (pager == Pager::kUpagerPoolBurst) {
+    static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
+        Runtime::Create({.zero_pool_bytes = kBurstZeroPoolBytes}));
+    return *slot;
+  }
+  if (pager == Pager::kUpagerPool) {
+    static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
+        Runtime::Create(
+            {.zero_pool_bytes = RuntimeOptions::kDefaultZeroPoolBytes}));
     return *slot;
   }
   static auto* slot = new absl::StatusOr<std::unique_ptr<Runtime>>(
@@ -99,21 +121,27 @@ absl::StatusOr<FreshMemory> FreshMemory::Map(
       munmap(p, bytes);
       return ErrnoError(err, "madvise(MADV_NOHUGEPAGE)");
     }
-    return FreshMemory(pager, static_cast<std::byte*>(p), bytes, nullptr);
+    return FreshMemory(nullptr, static_cast<std::byte*>(p), bytes, nullptr);
   }
   absl::StatusOr<Runtime*> rt = SharedRuntime(pager);
   if (!rt.ok()) return rt.status();
+  return Map(*rt, bytes, fault_around_pages);
+}
+
+absl::StatusOr<FreshMemory> FreshMemory::Map(
+    Runtime* runtime, size_t bytes,
+    std::optional<uint32_t> fault_around_pages) {
   RegionOptions o;
   o.size = bytes;
   o.name = "bench";
   o.fault_around_pages = fault_around_pages;
-  absl::StatusOr<Region*> region = (*rt)->Map(o);
+  absl::StatusOr<Region*> region = runtime->Map(o);
   if (!region.ok()) return region.status();
-  return FreshMemory(pager, (*region)->data(), bytes, *region);
+  return FreshMemory(runtime, (*region)->data(), bytes, *region);
 }
 
 FreshMemory::FreshMemory(FreshMemory&& other) noexcept
-    : pager_(other.pager_),
+    : runtime_(other.runtime_),
       data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       region_(std::exchange(other.region_, nullptr)) {}
@@ -124,22 +152,18 @@ absl::Status FreshMemory::Release() {
   if (data_ == nullptr) return absl::OkStatus();
   std::byte* const data = std::exchange(data_, nullptr);
   const size_t size = std::exchange(size_, 0);
-  if (pager_ == Pager::kKernel) {
+  if (runtime_ == nullptr) {
     if (munmap(data, size) != 0) return ErrnoError(errno, "munmap");
     return absl::OkStatus();
   }
   Region* const region = std::exchange(region_, nullptr);
-  absl::StatusOr<Runtime*> rt = SharedRuntime(pager_);
-  if (!rt.ok()) return rt.status();  // cannot happen: Map succeeded
-  return (*rt)->Unmap(region);
+  return runtime_->Unmap(region);
 }
 
 absl::Status FreshMemory::PagerStatus() const {
-  if (pager_ == Pager::kKernel) return absl::OkStatus();
-  absl::StatusOr<Runtime*> rt = SharedRuntime(pager_);
-  if (!rt.ok()) return rt.status();
-  if (absl::Status s = (*rt)->status(); !s.ok()) return s;
-  const Stats stats = (*rt)->stats();
+  if (runtime_ == nullptr) return absl::OkStatus();
+  if (absl::Status s = runtime_->status(); !s.ok()) return s;
+  const Stats stats = runtime_->stats();
   if (stats.threads_poisoned != 0) {
     return absl::InternalError(absl::StrCat(stats.threads_poisoned,
                                             " faulting threads were poisoned"));
@@ -224,22 +248,60 @@ UpagerTally& UpagerTally::operator+=(const UpagerTally& o) {
   faults += o.faults;
   served += o.served;
   service_ns += o.service_ns;
+  pool_hits += o.pool_hits;
+  pool_misses += o.pool_misses;
   return *this;
 }
 
 UpagerTally UpagerTally::operator-(const UpagerTally& o) const {
-  return {faults - o.faults, served - o.served, service_ns - o.service_ns};
+  return {faults - o.faults, served - o.served, service_ns - o.service_ns,
+          pool_hits - o.pool_hits, pool_misses - o.pool_misses};
 }
 
 UpagerTally TallyUpager(Pager pager) {
   if (!IsUpager(pager)) return {};
   absl::StatusOr<Runtime*> rt = SharedRuntime(pager);
   if (!rt.ok()) return {};
-  const Stats s = (*rt)->stats();
+  return TallyUpager(*rt);
+}
+
+UpagerTally TallyUpager(Runtime* runtime) {
+  if (runtime == nullptr) return {};
+  const Stats s = runtime->stats();
   // Stats gives the mean, not the sum; mean * count recovers the sum to
   // within double rounding, which is far below a nanosecond per fault.
   return {s.faults_missing_read + s.faults_missing_write, s.fault_latency.count,
-          s.fault_latency.mean_ns * static_cast<double>(s.fault_latency.count)};
+          s.fault_latency.mean_ns * static_cast<double>(s.fault_latency.count),
+          s.zero_pool_hits, s.zero_pool_misses};
+}
+
+int64_t WaitForFullZeroPool(Runtime* runtime, absl::Duration timeout) {
+  const int64_t cpu0 = ThreadCpuNanos();
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    const Stats s = runtime->stats();
+    if (s.zero_pool_ready_pages >= s.zero_pool_pages ||
+        s.zero_pool_state != "on" || absl::Now() > deadline) {
+      break;
+    }
+    // Stats costs microseconds; polling every 2 ms keeps the wait's own
+    // CPU time small next to the refill it waits for.
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return ThreadCpuNanos() - cpu0;
+}
+
+absl::Status WarmZeroPool(Pager pager) {
+  if (!IsUpager(pager)) return absl::OkStatus();
+  absl::StatusOr<Runtime*> rt = SharedRuntime(pager);
+  if (!rt.ok()) return rt.status();
+  if ((*rt)->stats().zero_pool_pages == 0) return absl::OkStatus();
+  // A 16-page window: smaller ones are copied without asking the pool.
+  absl::StatusOr<FreshMemory> mem = FreshMemory::Map(*rt, 16 * kPageSize, 16);
+  if (!mem.ok()) return mem.status();
+  TouchPage(mem->data(), 0);
+  (void)WaitForFullZeroPool(*rt, absl::Seconds(30));
+  return mem->Release();
 }
 
 void SetUpagerCounters(benchmark::State& state, Pager pager,
@@ -250,6 +312,11 @@ void SetUpagerCounters(benchmark::State& state, Pager pager,
   if (tally.served > 0) {
     state.counters["service_ns"] =
         tally.service_ns / static_cast<double>(tally.served);
+  }
+  if (tally.pool_hits + tally.pool_misses > 0) {
+    state.counters["pool_hit_ratio"] =
+        static_cast<double>(tally.pool_hits) /
+        static_cast<double>(tally.pool_hits + tally.pool_misses);
   }
 }
 

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "benchmark/benchmark.h"
 #include "upager/runtime.h"
@@ -33,11 +34,24 @@ enum class Pager {
   kKernel,  // private anonymous memory, MADV_NOHUGEPAGE
   kUpager,  // a Region of SharedRuntime(): default options (one pinned
             // service thread per CPU, normal priority)
-  // A Region of a second Runtime with one unpinned service thread: what
-  // placement is worth, measured in the same run.
+  // Default options but the zero-page pool off: every write fault copies
+  // zeros in (UFFDIO_COPY) on the service thread. The FirstTouch
+  // "upager-thread" rows.
+  kUpagerCopy,
+  // Default options with the zero-page pool on at its default size,
+  // whatever the default: write faults move pre-zeroed pages in
+  // (UFFDIO_MOVE). The "upager-pool" rows.
+  kUpagerPool,
+  // kUpagerPool with a pool of kBurstZeroPoolBytes, more than any
+  // FirstTouch benchmark touches: every page is moved in from pages
+  // populated before the timed part, none while it runs. What the pool
+  // gives a burst that idle time fully prepared for.
+  kUpagerPoolBurst,
+  // kUpagerCopy with one unpinned service thread: what placement is
+  // worth, measured in the same run.
   kUpagerUnpinned,
-  // Pinned per-CPU threads at SCHED_IDLE plus the guard thread: what
-  // RuntimeOptions::service_idle_priority is worth.
+  // kUpagerCopy with pinned per-CPU threads at SCHED_IDLE plus the guard
+  // thread: what RuntimeOptions::service_idle_priority is worth.
   kUpagerIdlePriority,
   // A Region of a Runtime in FaultMode::kSignal: the faulting thread
   // resolves its own fault in the SIGBUS handler.
@@ -48,6 +62,9 @@ enum class Pager {
 };
 
 inline bool IsUpager(Pager p) { return p != Pager::kKernel; }
+
+// The pool of kUpagerPoolBurst: 1 GiB and 1 MiB.
+inline constexpr uint64_t kBurstZeroPoolBytes = (uint64_t{1025} << 20);
 
 // The Runtime every upager benchmark maps its regions through. Created on
 // first use and kept for the life of the process, so that opening the
@@ -65,6 +82,10 @@ class FreshMemory {
   // `fault_around_pages` overrides the Runtime default; nullopt keeps it.
   static absl::StatusOr<FreshMemory> Map(
       Pager pager, size_t bytes, std::optional<uint32_t> fault_around_pages);
+  // The same in a Runtime of the caller's (which must outlive it).
+  static absl::StatusOr<FreshMemory> Map(
+      Runtime* runtime, size_t bytes,
+      std::optional<uint32_t> fault_around_pages);
 
   FreshMemory(FreshMemory&& other) noexcept;
   FreshMemory& operator=(FreshMemory&& other) = delete;
@@ -87,13 +108,13 @@ class FreshMemory {
   absl::Status PagerStatus() const;
 
  private:
-  FreshMemory(Pager pager, std::byte* data, size_t size, Region* region)
-      : pager_(pager), data_(data), size_(size), region_(region) {}
+  FreshMemory(Runtime* runtime, std::byte* data, size_t size, Region* region)
+      : runtime_(runtime), data_(data), size_(size), region_(region) {}
 
-  Pager pager_;
+  Runtime* runtime_;  // null for kKernel
   std::byte* data_;
   size_t size_;
-  Region* region_;  // kUpager only; owned by SharedRuntime()
+  Region* region_;  // upager only; owned by runtime_
 };
 
 // Makes the next `bytes` of page allocations cheap for the hypervisor, so
@@ -117,6 +138,33 @@ inline int64_t NowNanos() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
+
+// CPU time of the whole process (every thread: the application's, upager's
+// service and pool threads; user and kernel time), and of the calling
+// thread alone, in nanoseconds. A system call each: outside timed loops.
+inline int64_t ProcessCpuNanos() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+inline int64_t ThreadCpuNanos() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// Waits (up to `timeout`) until the zero-page pool of `runtime` is full
+// again, i.e. its refill thread has populated everything taken from it.
+// Returns the CPU time the calling thread spent waiting (polling Stats),
+// which a CPU measurement around the wait should not charge to the pool.
+// The pool refills only once something was taken (it starts asleep), so
+// a pool never used returns at once.
+int64_t WaitForFullZeroPool(Runtime* runtime, absl::Duration timeout);
+
+// Makes the pool of `pager`'s Runtime full before a benchmark's loop: one
+// write fault wakes it, then WaitForFullZeroPool. No-op for pagers whose
+// pool is off.
+absl::Status WarmZeroPool(Pager pager);
 
 // The byte written to page `page`: never zero, so a page that was not
 // written (or was written and then lost) cannot pass the check, and it
@@ -173,11 +221,14 @@ struct UpagerTally {
   uint64_t faults = 0;    // missing faults read (read + write)
   uint64_t served = 0;    // faults with a recorded service time
   double service_ns = 0;  // their summed service time, ns
+  uint64_t pool_hits = 0;    // pages moved in from the zero-page pool
+  uint64_t pool_misses = 0;  // pages copied while the pool was on
 
   UpagerTally& operator+=(const UpagerTally& o);
   UpagerTally operator-(const UpagerTally& o) const;
 };
 UpagerTally TallyUpager(Pager pager);
+UpagerTally TallyUpager(Runtime* runtime);  // null: all zero
 
 // For kUpager, sets counters from the faults taken while touching `pages`
 // pages: faults_per_page (1/16 with default fault-around, 1 without) and
@@ -185,7 +236,9 @@ UpagerTally TallyUpager(Pager pager);
 // reading it off the userfaultfd to the return of the ioctl that filled
 // the pages and woke the faulting thread (so it includes sending that
 // wakeup). The rest of a fault's end-to-end time is trapping, waking the
-// service thread, and scheduling.
+// service thread, and scheduling. With the zero-page pool on,
+// pool_hit_ratio: the share of write-faulted pages moved in from the pool
+// (the rest were copied because it was empty).
 void SetUpagerCounters(benchmark::State& state, Pager pager,
                        const UpagerTally& tally, int64_t pages);
 

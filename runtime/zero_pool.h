@@ -66,9 +66,9 @@
 //   never a non-zero page.
 //
 // Thread-safety: Take, Finish and Disable are lock-free and
-// async-signal-safe (atomics and at most one write(2), errno preserved);
-// any thread may call them, a signal handler included. Create, stats and
-// the destructor from the owner.
+// async-signal-safe (atomics, a vDSO clock read, at most one write(2);
+// errno preserved): any thread may call them, a signal handler included.
+// stats from any thread; Create and the destructor from the owner.
 #ifndef UPAGER_RUNTIME_ZERO_POOL_H_
 #define UPAGER_RUNTIME_ZERO_POOL_H_
 

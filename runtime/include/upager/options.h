@@ -132,20 +132,25 @@ struct RuntimeOptions {
   // below that base gives a fixed window.
   uint32_t fault_around_max_pages = 256;
 
-  // Pre-zeroed page pool, in bytes: a background thread (idle priority)
-  // keeps this many pages allocated and zeroed, and a write fault on a
-  // zero-filled page moves them into the region with UFFDIO_MOVE (a
-  // page-table update) instead of having the kernel allocate and zero
-  // them inside the fault (UFFDIO_COPY); an empty pool falls back to the
-  // copy. It fills after the first such fault, so a Runtime that never
-  // takes one pays nothing. The pages are real memory: they show in the
-  // process's RSS and count against resident_budget_bytes (the pool then
-  // fills only while the budget is below its low watermark). Unset
-  // (default): kDefaultZeroPoolBytes without a budget; off with one, where
-  // memory is what is scarce. 0 turns it off; any other value must be a
-  // multiple of the page size, at most kMaxZeroPoolBytes and at most the
-  // budget. Needs UFFDIO_MOVE (Linux 6.8+); without it the pool stays off
-  // and Stats::zero_pool_state says why.
+  // Pre-zeroed page pool, in bytes: a background thread keeps this many
+  // pages allocated and zeroed, and a write fault on a zero-filled page
+  // moves them into the region with UFFDIO_MOVE (a page-table update)
+  // instead of having the kernel allocate and zero them inside the fault
+  // (UFFDIO_COPY). The thread runs at idle priority and only once faults
+  // have paused for a millisecond (a refill beside a fault stream slowed
+  // the stream here), so a burst of faults up to the pool's size is
+  // served several times faster than by copying, and a longer stream
+  // copies the rest as if there were no pool (README, "Benchmarks").
+  // Windows under 16 pages are always copied. The pool fills after the
+  // first fault that wants it, so a Runtime without such faults pays
+  // nothing. The pages are real memory: they show in the process's RSS
+  // and count against resident_budget_bytes (the pool then fills only
+  // while the budget is below its low watermark). Unset (default):
+  // kDefaultZeroPoolBytes without a budget; off with one, where memory is
+  // what is scarce. 0 turns it off; any other value must be a multiple of
+  // the page size, at most kMaxZeroPoolBytes and at most the budget.
+  // Needs UFFDIO_MOVE (Linux 6.8+); without it the pool stays off and
+  // Stats::zero_pool_state says why.
   std::optional<uint64_t> zero_pool_bytes;
   static constexpr uint64_t kDefaultZeroPoolBytes = uint64_t{64} << 20;
   static constexpr uint64_t kMaxZeroPoolBytes = uint64_t{16} << 30;
