@@ -337,7 +337,12 @@ Engine::~Engine() {
   // the regions leave the handler's view (a fault in between would
   // otherwise reach the application's previous handler); after the grace
   // period no handler uses a RegionCore below.
-  if (signal_mode()) SignalRegistry::Replace(this, {});
+  if (signal_mode()) {
+    SignalRegistry::Replace(this, {});
+    // Hand-offs pushed after the service stopped: their threads retry
+    // (plain memory now).
+    AbandonHandoffs();
+  }
   for (auto& [region, core] : regions_) {
     for (const auto& iv : map_.IntervalsOf(core.get())) {
       if (options_.unmap_regions_on_destroy) {
@@ -749,13 +754,11 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
   std::vector<os::UffdEvent> retry;
   retry.swap(*deferred);
   // Signal mode: every fault here was handed over by a SIGBUS handler
-  // whose thread retries the access itself (woken after this batch, or
-  // when its wait times out) and hands the fault over again if it still
-  // needs serving. A deferred copy would be a duplicate of that, or stale
-  // once the thread moved on; retried, stale ones swapped in pages nobody
-  // waited for and duplicates piled up, keeping a service thread spinning
-  // (under a one-page budget: millions of retries a second, and pages
-  // thrashing in and out).
+  // whose thread sleeps until this hand-off completes, then retries the
+  // access, handing the fault over again if it still needs serving. So a
+  // fault that must wait is completed, not deferred: the thread's retry
+  // takes the deferred copy's place. (Deferred, it would stay in this
+  // thread's list, out of reach of a Stop, with its thread asleep.)
   const bool keep_deferred = !signal_mode();
   for (const os::UffdEvent& e : fresh) {
     if (e.kind != os::UffdEvent::Kind::kPageFault) continue;
@@ -766,6 +769,7 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
         counters_.fill_retries.Add();  // its thread retries it
       }
     }
+    CompleteHandoff(e);
   }
   for (const os::UffdEvent& e : retry) {
     if (HandlePageFault(e, read_ns) == Served::kRetryLater) {

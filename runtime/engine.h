@@ -150,6 +150,8 @@ class Engine final : public FaultService::Handler {
     kDone,   // resolved (or no longer ours): retry the access
     kRetry,  // transient (an address-space event is pending): yield, retry
     kWait,   // a service thread or another fill owns it: wait, then retry
+    kHandedOff,  // handed to a service thread: wait until it was served
+                 // (the thread's completion word), then retry
     kPassOn,  // the fault failed (ReleaseWithFailure): the SIGBUS is the
               // application's, as the kernel's own would be
   };
@@ -412,6 +414,14 @@ class Engine final : public FaultService::Handler {
   HandlerFill FillInHandler(RegionCore* core, PageIndex page,
                             uint64_t page_limit, uintptr_t addr, bool write);
   SignalOutcome HandOff(uintptr_t addr, bool write, bool wp);
+  // A hand-off was served (or will never be): releases its thread, which
+  // then retries its access. Called exactly once per hand-off, after the
+  // fault's last effect, so that a thread never has two hand-offs queued
+  // (a second one, served after the thread moved on, would act on a page
+  // whose state changed meanwhile).
+  static void CompleteHandoff(const os::UffdEvent& e);
+  // ~Engine, once no handler can push: completes every queued hand-off.
+  void AbandonHandoffs();
   // Republishes this Engine's intervals to SignalRegistry (signal mode;
   // no-op otherwise). Returns after the registry's grace period.
   void PublishSignalRegions() ABSL_EXCLUSIVE_LOCKS_REQUIRED(map_mu_);

@@ -21,6 +21,8 @@ struct Handoff {
   uint64_t address = 0;
   bool write = false;
   bool wp = false;
+  // The handing thread's completion word (Engine::CompleteHandoff).
+  std::atomic<uint32_t>* done = nullptr;
 };
 
 class HandoffQueue {

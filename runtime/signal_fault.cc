@@ -38,6 +38,17 @@ constexpr uint64_t kWaitTimeoutNs = 2'000'000;
 __attribute__((tls_model("initial-exec"))) thread_local uintptr_t
     t_unknown_address = 0;
 
+// This thread's hand-off completion word: 0 while its hand-off waits to be
+// served, 1 once served (Engine::CompleteHandoff). A thread has at most one
+// hand-off in the queue: it sleeps on this word until the service is done
+// with it, whatever else wakes it. (Returning early, on a timeout or on
+// another fault's notify, used to retry the access and hand the fault over
+// again; the duplicate was served after the thread had moved on, possibly
+// after a snapshot began, by code that assumed the faulting thread was
+// still blocked on that fault.)
+__attribute__((tls_model("initial-exec"))) thread_local std::atomic<uint32_t>
+    t_handoff_done{1};
+
 bool OnSigbus(const os::SigbusFault& f) {
   Engine::SignalOutcome outcome;
   // Registered only when the fault waits (a shared write per fault would
@@ -79,6 +90,14 @@ bool OnSigbus(const os::SigbusFault& f) {
     case Engine::SignalOutcome::kWait:
       waiter->Wait(kWaitTimeoutNs);
       break;
+    case Engine::SignalOutcome::kHandedOff:
+      // The futex re-checks the word, so a completion between the load
+      // and the sleep is not lost; the timeout only bounds the cost of a
+      // lost wake-up, it never ends the wait.
+      while (t_handoff_done.load(std::memory_order_acquire) == 0) {
+        os::FutexWait(&t_handoff_done, 0, kWaitTimeoutNs);
+      }
+      break;
   }
   return true;
 }
@@ -110,8 +129,27 @@ void Engine::TakeHandoffs(std::vector<os::UffdEvent>* out) {
     e.address = h.address;
     e.write = h.write;
     e.wp = h.wp;
+    e.handoff = reinterpret_cast<uint64_t>(h.done);
     out->push_back(e);
   }
+}
+
+void Engine::CompleteHandoff(const os::UffdEvent& e) {
+  if (e.handoff == 0) return;
+  auto* done = reinterpret_cast<std::atomic<uint32_t>*>(e.handoff);
+  done->store(1, std::memory_order_release);
+  // The thread may have seen the store, returned and even exited by now:
+  // a futex wake only hashes the address (a private futex never reads
+  // it), so at worst it is a spurious wake-up of whoever reuses it, which
+  // every futex user tolerates.
+  os::FutexWakeAll(done);
+}
+
+void Engine::AbandonHandoffs() {
+  if (handoffs_ == nullptr) return;
+  std::vector<os::UffdEvent> left;
+  TakeHandoffs(&left);
+  for (const os::UffdEvent& e : left) CompleteHandoff(e);
 }
 
 void Engine::EventsBegin() {
@@ -204,7 +242,6 @@ Engine::SignalOutcome Engine::ResolveSignalFault(
         break;
     }
   }
-  waiter->emplace();  // before the push: the service may answer at once
   return HandOff(addr, write, wp);
 }
 
@@ -235,11 +272,16 @@ bool Engine::TakeFailedPage(uintptr_t addr) {
 }
 
 Engine::SignalOutcome Engine::HandOff(uintptr_t addr, bool write, bool wp) {
+  // Armed before the push: the service may complete it at once.
+  t_handoff_done.store(0, std::memory_order_relaxed);
   // A full queue: retry the access (it faults again and pushes again).
-  if (!handoffs_->Push({addr, write, wp})) return SignalOutcome::kRetry;
+  if (!handoffs_->Push({addr, write, wp, &t_handoff_done})) {
+    t_handoff_done.store(1, std::memory_order_relaxed);
+    return SignalOutcome::kRetry;
+  }
   counters_.faults_handed_off.Add();
   (void)handoff_fd_->Signal();
-  return SignalOutcome::kWait;
+  return SignalOutcome::kHandedOff;
 }
 
 Engine::HandlerFill Engine::FillInHandler(RegionCore* core, PageIndex page,

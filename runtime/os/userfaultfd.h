@@ -90,6 +90,9 @@ struct UffdEvent {
   uint64_t address = 0;
   uint64_t arg2 = 0;  // kRemove/kUnmap: range end. kRemap: new address.
   uint64_t arg3 = 0;  // kRemap: length.
+  // kPageFault handed over by a signal-mode SIGBUS handler, not read from
+  // the uffd: the address of its thread's completion word (0 otherwise).
+  uint64_t handoff = 0;
 };
 
 enum class UffdOutcome : uint8_t {
