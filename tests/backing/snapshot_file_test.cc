@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -770,6 +771,93 @@ TEST(SnapshotFileTest, FlippedHeaderByteIsAChecksumMismatch) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(r.status().message(),
               AllOf(HasSubstr(s.path), HasSubstr("header checksum mismatch")));
+}
+
+// Rewrites the header of the file at `path` (resealed) to claim a region
+// of `pages` pages, every one stored in a single DATA extent, laid out as
+// a writer would lay it out: the header's sizes agree with each other, not
+// with the bytes present. Returns the claimed layout.
+internal::SnapshotFileInfo ClaimDataPages(const std::string& path,
+                                          uint64_t pages) {
+  internal::SnapshotFileInfo c;
+  c.page_size = kPage;
+  c.page_count = pages;
+  c.data_pages = pages;
+  c.extent_count = 1;
+  EXPECT_TRUE(internal::snapshot_format::ComputeLayout(&c).ok());
+  const std::vector<std::pair<size_t, uint64_t>> fields = {
+      {24, c.page_count},      {64, c.data_pages},
+      {72, 0},                 {80, c.extent_count},
+      {88, c.data_offset},     {96, c.metadata_offset},
+      {104, c.metadata_length}, {112, c.file_size}};
+  for (const auto& [offset, value] : fields) Patch(path, offset, &value, 8);
+  ResealHeader(path);
+  return c;
+}
+
+// The process's peak resident set so far.
+uint64_t PeakRssBytes() {
+  struct rusage u;
+  EXPECT_EQ(getrusage(RUSAGE_SELF, &u), 0);
+  return static_cast<uint64_t>(u.ru_maxrss) * 1024;
+}
+
+// A hostile or corrupt header can claim any metadata_length. Open sizes a
+// buffer by it, so the claim must be refused first: against the header's
+// own counts, against the file's size, and (for a sparse file as large as
+// claimed) against the footer the claim would need. Each is DataLoss
+// naming the value, and no buffer of the claimed size is ever allocated.
+TEST(SnapshotFileTest, HugeMetadataClaimsAreRefusedBeforeAllocating) {
+  TempDir dir;
+  constexpr uint64_t kSlack = uint64_t{64} << 20;
+  {
+    SCOPED_TRACE("metadata_length disagrees with the counts");
+    const Sample s = WriteSample(dir, "length.snap");
+    const uint64_t claim = uint64_t{1} << 40;
+    Patch(s.path, 104, &claim, 8);
+    ResealHeader(s.path);
+    const uint64_t peak = PeakRssBytes();
+    auto r = SnapshotFileReader::Open(s.path);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+    EXPECT_THAT(r.status().message(),
+                AllOf(HasSubstr(s.path),
+                      HasSubstr(absl::StrCat("metadata_length ", claim))));
+    EXPECT_LT(PeakRssBytes(), peak + kSlack);
+  }
+  // 2^26 DATA pages need 256 MiB of page checksums.
+  constexpr uint64_t kClaimedPages = uint64_t{1} << 26;
+  {
+    SCOPED_TRACE("consistent counts, a small file");
+    const Sample s = WriteSample(dir, "small.snap");
+    const internal::SnapshotFileInfo c = ClaimDataPages(s.path, kClaimedPages);
+    ASSERT_GT(c.metadata_length, uint64_t{256} << 20);
+    const uint64_t peak = PeakRssBytes();
+    auto r = SnapshotFileReader::Open(s.path);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+    EXPECT_THAT(r.status().message(),
+                AllOf(HasSubstr("truncated"),
+                      HasSubstr(absl::StrCat(c.file_size)),
+                      HasSubstr(absl::StrCat(s.info.file_size))));
+    EXPECT_LT(PeakRssBytes(), peak + kSlack);
+  }
+  {
+    SCOPED_TRACE("consistent counts, a sparse file of the claimed size");
+    const Sample s = WriteSample(dir, "sparse.snap");
+    const internal::SnapshotFileInfo c = ClaimDataPages(s.path, kClaimedPages);
+    ASSERT_EQ(truncate(s.path.c_str(), static_cast<off_t>(c.file_size)), 0)
+        << strerror(errno);
+    const uint64_t peak = PeakRssBytes();
+    auto r = SnapshotFileReader::Open(s.path);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+    EXPECT_THAT(r.status().message(),
+                AllOf(HasSubstr("no footer at offset"),
+                      HasSubstr(absl::StrCat(c.metadata_offset +
+                                             c.metadata_length))));
+    EXPECT_LT(PeakRssBytes(), peak + kSlack);
+  }
 }
 
 TEST(SnapshotFileTest, FlippedMetadataOrFooterByteIsDetectedAtOpen) {
