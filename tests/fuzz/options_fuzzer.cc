@@ -463,6 +463,15 @@ void TestOneInput(FuzzedDataProvider& in) {
   ConsumeMoreRuntimeOptions(in, &o);
   const size_t page_size = ConsumePageSize(in);
   CheckRuntimeOptions(o, page_size);
+  // The budget's checks come after fields the decoding seldom gets in
+  // range: again with those at their defaults, so every input reaches them.
+  RuntimeOptions budget_only;
+  budget_only.resident_budget_bytes = o.resident_budget_bytes;
+  budget_only.high_watermark_percent = o.high_watermark_percent;
+  budget_only.low_watermark_percent = o.low_watermark_percent;
+  budget_only.swap = o.swap;
+  budget_only.zero_pool_bytes = o.zero_pool_bytes;
+  CheckRuntimeOptions(budget_only, page_size);
   CheckRegion(ConsumeRegionOptions(in, page_size), page_size,
               o.fault_around_pages);
   CheckMapSnapshot(in, page_size, o.fault_around_pages);
