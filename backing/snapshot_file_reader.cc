@@ -1,6 +1,7 @@
 // SnapshotIndex, SnapshotFileReader, SnapshotChain and the fuzzing entry
 // point: the read side of the snapshot file format.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -111,9 +112,22 @@ absl::StatusOr<std::unique_ptr<SnapshotFileReader>> SnapshotFileReader::Open(
   UPAGER_ASSIGN_OR_RETURN(const uint64_t size, file->Size());
   UPAGER_RETURN_IF_ERROR(fmt::CheckFileSize(info, size, path));
 
+  // The header's sizes agree with each other (metadata_length is what
+  // extent_count and data_pages need) and with the file's actual size, so
+  // the metadata buffer below is at most the file's size. A sparse file
+  // can still claim gigabytes of metadata it never wrote: its footer is
+  // read and checked first (64 bytes), so only a file whose commit record
+  // matches its header gets a buffer that large.
+  std::array<std::byte, fmt::kFooterBytes> footer;
+  UPAGER_ASSIGN_OR_RETURN(
+      const size_t footer_bytes,
+      file->ReadAt(info.file_size - fmt::kFooterBytes, absl::MakeSpan(footer)));
+  UPAGER_RETURN_IF_ERROR(fmt::CheckFooter(
+      info, absl::MakeConstSpan(footer.data(), footer_bytes), path));
+
   std::vector<std::byte> meta;
-  // At most the file's size (checked above), but a sparse file can be
-  // large: running out of memory is a status, not a crash.
+  // Running out of memory for a large (or claimed large) file's metadata
+  // is a status, not a crash.
   try {
     meta.resize(info.metadata_length + fmt::kFooterBytes);
   } catch (const std::bad_alloc&) {

@@ -378,20 +378,16 @@ absl::Status CheckFileSize(const SnapshotFileInfo& info, uint64_t actual,
   return absl::OkStatus();
 }
 
-absl::StatusOr<SnapshotIndex> DecodeMetadataAndFooter(
-    const SnapshotFileInfo& info, absl::Span<const std::byte> b,
-    const std::string& path) {
-  if (b.size() != info.metadata_length + kFooterBytes) {
-    return Corrupt(
-        path, absl::StrFormat("truncated: metadata and footer need %d bytes "
-                              "from offset %d, %d were read",
-                              info.metadata_length + kFooterBytes,
-                              info.metadata_offset, b.size()));
-  }
-  // The footer first: it is written with the metadata, so without it the
-  // rest of the metadata cannot be trusted either.
-  const auto f = b.subspan(info.metadata_length);
+absl::Status CheckFooter(const SnapshotFileInfo& info,
+                         absl::Span<const std::byte> f,
+                         const std::string& path) {
   const uint64_t footer_offset = info.metadata_offset + info.metadata_length;
+  if (f.size() != kFooterBytes) {
+    return Corrupt(
+        path, absl::StrFormat("truncated: the footer needs %d bytes from "
+                              "offset %d, %d were read",
+                              kFooterBytes, footer_offset, f.size()));
+  }
   if (!MagicIs(f, 0, kFooterMagic)) {
     return Corrupt(
         path,
@@ -427,6 +423,23 @@ absl::StatusOr<SnapshotIndex> DecodeMetadataAndFooter(
                               SnapshotIdToString(info.id), info.metadata_offset,
                               info.metadata_length, info.file_size));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SnapshotIndex> DecodeMetadataAndFooter(
+    const SnapshotFileInfo& info, absl::Span<const std::byte> b,
+    const std::string& path) {
+  if (b.size() != info.metadata_length + kFooterBytes) {
+    return Corrupt(
+        path, absl::StrFormat("truncated: metadata and footer need %d bytes "
+                              "from offset %d, %d were read",
+                              info.metadata_length + kFooterBytes,
+                              info.metadata_offset, b.size()));
+  }
+  // The footer first: it is written with the metadata, so without it the
+  // rest of the metadata cannot be trusted either.
+  const auto f = b.subspan(info.metadata_length);
+  if (absl::Status s = CheckFooter(info, f, path); !s.ok()) return s;
   const auto m = b.first(info.metadata_length);
   const uint32_t stored = Get32(m, m.size() - 4);
   if (const uint32_t computed = Crc32c(m.data(), m.size() - 4);

@@ -72,8 +72,16 @@ absl::StatusOr<SnapshotFileInfo> DecodeHeader(absl::Span<const std::byte> bytes,
 // The file's actual size against the header's file_size (truncation).
 absl::Status CheckFileSize(const SnapshotFileInfo& info, uint64_t actual,
                            const std::string& path);
-// Parses and checks the metadata and footer: `bytes` is the file's
-// [metadata_offset, file_size). Needs a header DecodeHeader accepted.
+// Checks the footer (`bytes`: the file's last kFooterBytes, from
+// metadata_offset + metadata_length) against the header: magic, its CRC,
+// and its copies of the header's fields. Needs a header DecodeHeader
+// accepted. Cheap, so a reader runs it before allocating the metadata.
+absl::Status CheckFooter(const SnapshotFileInfo& info,
+                         absl::Span<const std::byte> bytes,
+                         const std::string& path);
+// Parses and checks the metadata and footer (CheckFooter first): `bytes`
+// is the file's [metadata_offset, file_size). Needs a header DecodeHeader
+// accepted.
 absl::StatusOr<SnapshotIndex> DecodeMetadataAndFooter(
     const SnapshotFileInfo& info, absl::Span<const std::byte> bytes,
     const std::string& path);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/option_checks.h"
 #include "runtime/os/errno_status.h"
 #include "runtime/os/memory.h"
 #include "runtime/os/wakeup.h"
@@ -93,77 +94,9 @@ uint64_t Engine::WantedFeatures() {
          f::kPagefaultFlagWp | f::kPoison | f::kMove;
 }
 
-absl::Status Engine::ValidateOptions(const RuntimeOptions& o) {
-  if (o.service_threads < 0 ||
-      o.service_threads > RuntimeOptions::kMaxServiceThreads) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.service_threads = ", o.service_threads,
-        " is outside [0, ", RuntimeOptions::kMaxServiceThreads,
-        "] (0 = one per CPU)"));
-  }
-  if (o.fault_around_pages < 1 ||
-      o.fault_around_pages > RuntimeOptions::kMaxFaultAroundPages) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.fault_around_pages = ", o.fault_around_pages,
-        " is outside [1, ", RuntimeOptions::kMaxFaultAroundPages,
-        "] (1 turns fault-around off)"));
-  }
-  if (o.fault_around_max_pages < 1 ||
-      o.fault_around_max_pages > RuntimeOptions::kMaxFaultAroundPages) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.fault_around_max_pages = ", o.fault_around_max_pages,
-        " is outside [1, ", RuntimeOptions::kMaxFaultAroundPages, "]"));
-  }
-  if (o.uffd_open != UffdOpenMode::kAuto &&
-      o.uffd_open != UffdOpenMode::kSyscall &&
-      o.uffd_open != UffdOpenMode::kDevice &&
-      o.uffd_open != UffdOpenMode::kUserModeOnly) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.uffd_open = ", static_cast<int>(o.uffd_open),
-        " is not a UffdOpenMode"));
-  }
-  if (o.fault_mode != FaultMode::kThread && o.fault_mode != FaultMode::kSignal) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.fault_mode = ", static_cast<int>(o.fault_mode),
-        " is not a FaultMode (kThread = 0, kSignal = 1)"));
-  }
-  if (o.service_spin_ns > RuntimeOptions::kMaxServiceSpinNs) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.service_spin_ns = ", o.service_spin_ns,
-        " is above ", RuntimeOptions::kMaxServiceSpinNs));
-  }
-  if (o.max_events_per_read < 1 || o.max_events_per_read > 64) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("RuntimeOptions.max_events_per_read = ",
-                     o.max_events_per_read, " is outside [1, 64]"));
-  }
-  if (o.zero_pool_bytes.has_value()) {
-    const uint64_t pool = *o.zero_pool_bytes;
-    if (pool % os::PageSize() != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "RuntimeOptions.zero_pool_bytes = ", pool,
-          " is not a multiple of the page size ", os::PageSize()));
-    }
-    if (pool > RuntimeOptions::kMaxZeroPoolBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "RuntimeOptions.zero_pool_bytes = ", pool,
-          " is larger than RuntimeOptions::kMaxZeroPoolBytes = ",
-          RuntimeOptions::kMaxZeroPoolBytes));
-    }
-    if (o.resident_budget_bytes != 0 && pool > o.resident_budget_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "RuntimeOptions.zero_pool_bytes = ", pool,
-          " is larger than resident_budget_bytes = ", o.resident_budget_bytes,
-          " (pool pages count against the budget)"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     const RuntimeOptions& options, std::unique_ptr<os::Uffd> uffd) {
-  UPAGER_RETURN_IF_ERROR(ValidateOptions(options));
-  UPAGER_RETURN_IF_ERROR(ValidatePaging(options, os::PageSize()));
+  UPAGER_RETURN_IF_ERROR(CheckRuntimeOptions(options, os::PageSize()));
   const bool signal = options.fault_mode == FaultMode::kSignal;
   if (uffd == nullptr) {
     os::UffdOpenOptions open;
@@ -400,36 +333,12 @@ absl::StatusOr<Region*> Engine::Map(
         "Runtime::Map called in a fork() child; a Runtime serves only the "
         "process that created it");
   }
-  if (o.size == 0 || o.size % page_size_ != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RegionOptions.size = ", o.size, " for region '", o.name,
-        "' is not a non-zero multiple of the page size ", page_size_));
-  }
-  const uint64_t pages = o.size / page_size_;
-  if (absl::Status s = PageTable::Validate(pages); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RegionOptions.size = ", o.size, " for region '", o.name,
-        "': ", s.message()));
-  }
+  UPAGER_ASSIGN_OR_RETURN(
+      const RegionShape shape,
+      CheckRegionOptions(o, page_size_, options_.fault_around_pages));
+  const uint64_t pages = shape.pages;
+  const uint32_t fault_around = shape.fault_around_pages;
   const auto fixed = reinterpret_cast<uintptr_t>(o.fixed_address);
-  if (fixed % page_size_ != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "RegionOptions.fixed_address = %#x for region '%s' is not aligned to "
-        "the page size %d",
-        fixed, o.name, page_size_));
-  }
-  const uint32_t fault_around =
-      o.fault_around_pages.value_or(options_.fault_around_pages);
-  if (fault_around < 1 || fault_around > RuntimeOptions::kMaxFaultAroundPages) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RegionOptions.fault_around_pages = ", fault_around, " for region '",
-        o.name, "' is outside [1, ", RuntimeOptions::kMaxFaultAroundPages, "]"));
-  }
-  if (o.source_offset % page_size_ != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RegionOptions.source_offset = ", o.source_offset, " for region '",
-        o.name, "' is not a multiple of the page size ", page_size_));
-  }
   os::FileMapping source;
   if (!o.source_path.empty()) {
     auto m = os::MapFileReadOnly(o.source_path.c_str(), o.source_offset,

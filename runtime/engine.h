@@ -172,7 +172,6 @@ class Engine final : public FaultService::Handler {
   void AfterBatch() override;
 
   static uint64_t WantedFeatures();
-  static absl::Status ValidateOptions(const RuntimeOptions& options);
 
   // Snapshots (runtime/snapshot_engine.cc); see upager/snapshot.h.
   absl::StatusOr<std::unique_ptr<Snapshot>> TakeSnapshot(Region* region);
@@ -283,8 +282,6 @@ class Engine final : public FaultService::Handler {
   void StartZeroPool();
   void ReleaseWithFailure(uintptr_t addr);
   // paging.cc
-  static absl::Status ValidatePaging(const RuntimeOptions& options,
-                                     size_t page_size);
   absl::Status StartPaging();
   void StopPaging();
   // Waits until the store holds no request (~Engine, once the evictor and

@@ -100,35 +100,6 @@ class CountingStore final : public BackingStore {
 
 }  // namespace
 
-absl::Status Engine::ValidatePaging(const RuntimeOptions& o,
-                                    size_t page_size) {
-  if (o.resident_budget_bytes == 0) return absl::OkStatus();
-  if (o.resident_budget_bytes < page_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.resident_budget_bytes = ", o.resident_budget_bytes,
-        " is smaller than one page (", page_size, " bytes)"));
-  }
-  if (o.resident_budget_bytes / page_size > EvictionPolicy::kMaxBudgetPages) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions.resident_budget_bytes = ", o.resident_budget_bytes,
-        " is above the largest budget, ", EvictionPolicy::kMaxBudgetPages,
-        " pages of ", page_size, " bytes"));
-  }
-  if (o.low_watermark_percent < 1 || o.high_watermark_percent > 100 ||
-      o.low_watermark_percent > o.high_watermark_percent) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RuntimeOptions watermarks low = ", o.low_watermark_percent,
-        "%, high = ", o.high_watermark_percent,
-        "% must satisfy 1 <= low <= high <= 100"));
-  }
-  if (o.swap.store == nullptr && o.swap.capacity_bytes % page_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SwapOptions.capacity_bytes = ", o.swap.capacity_bytes,
-        " is not a multiple of the page size ", page_size));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Engine::StartPaging() {
   const uint64_t budget_pages = options_.resident_budget_bytes / page_size_;
   auto p = std::make_unique<Paging>(budget_pages,

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "backing/snapshot_file.h"
 #include "runtime/engine.h"
+#include "runtime/option_checks.h"
 #include "runtime/os/memory.h"
 #include "upager/status_macros.h"
 
@@ -79,24 +80,12 @@ absl::Status Engine::SaveSnapshot(uint32_t region_id, uint64_t epoch,
 
 absl::StatusOr<Region*> Engine::MapSnapshot(const std::string& path,
                                             const MapSnapshotOptions& o) {
-  if (!o.region.source_path.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Runtime::MapSnapshot: RegionOptions.source_path = '",
-        o.region.source_path, "' must be empty (the snapshot is the source)"));
-  }
+  UPAGER_RETURN_IF_ERROR(CheckMapSnapshotOptions(o));
   UPAGER_ASSIGN_OR_RETURN(SnapshotChain chain, SnapshotChain::Open(path));
-  if (chain.page_size() != page_size_) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "Runtime::MapSnapshot: '%s' has %d-byte pages, this runtime %d",
-        path, chain.page_size(), page_size_));
-  }
-  const uint64_t size = chain.page_count() * page_size_;
-  if (o.region.size != 0 && o.region.size != size) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "Runtime::MapSnapshot: RegionOptions.size = %d, but '%s' holds a "
-        "region of %d bytes (0 takes the snapshot's size)",
-        o.region.size, path, size));
-  }
+  UPAGER_ASSIGN_OR_RETURN(
+      const RegionOptions ro,
+      SnapshotRegionOptions(o, path, chain.page_size(), chain.page_count(),
+                            page_size_));
   auto source = std::make_unique<SnapshotSource>(std::move(chain));
   for (const auto& file : source->chain.files()) {
     auto m = os::MapFileReadOnly(file->path().c_str(), 0,
@@ -109,9 +98,6 @@ absl::StatusOr<Region*> Engine::MapSnapshot(const std::string& path,
     source->maps.push_back(static_cast<const std::byte*>(m->addr));
     source->map_lengths.push_back(m->len);
   }
-  RegionOptions ro = o.region;
-  ro.size = size;
-  if (ro.name.empty()) ro.name = path;
   SnapshotSource* raw = source.get();
   absl::StatusOr<Region*> region = Map(ro, std::move(source));
   if (!region.ok()) return region.status();  // the source unmapped itself

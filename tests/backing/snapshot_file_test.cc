@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -770,6 +771,89 @@ TEST(SnapshotFileTest, FlippedHeaderByteIsAChecksumMismatch) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(r.status().message(),
               AllOf(HasSubstr(s.path), HasSubstr("header checksum mismatch")));
+}
+
+// Rewrites the header of the file at `path` (resealed) to claim a region
+// of `pages` pages, every one stored in a single DATA extent, laid out as
+// a writer would lay it out: the header's sizes agree with each other, not
+// with the bytes present. Returns the claimed layout.
+internal::SnapshotFileInfo ClaimDataPages(const std::string& path,
+                                          uint64_t pages) {
+  internal::SnapshotFileInfo c;
+  c.page_size = kPage;
+  c.page_count = pages;
+  c.data_pages = pages;
+  c.extent_count = 1;
+  EXPECT_TRUE(internal::snapshot_format::ComputeLayout(&c).ok());
+  const std::vector<std::pair<size_t, uint64_t>> fields = {
+      {24, c.page_count},      {64, c.data_pages},
+      {72, 0},                 {80, c.extent_count},
+      {88, c.data_offset},     {96, c.metadata_offset},
+      {104, c.metadata_length}, {112, c.file_size}};
+  for (const auto& [offset, value] : fields) Patch(path, offset, &value, 8);
+  ResealHeader(path);
+  return c;
+}
+
+// The process's peak resident set so far.
+uint64_t PeakRssBytes() {
+  struct rusage u;
+  EXPECT_EQ(getrusage(RUSAGE_SELF, &u), 0);
+  return static_cast<uint64_t>(u.ru_maxrss) * 1024;
+}
+
+// Open's status for a file it must refuse without allocating a buffer of
+// the size the file claims: the process's peak RSS grows by less than
+// 64 MiB (the claims below are 256 MiB and more).
+absl::Status OpenRefusedSmall(const std::string& path) {
+  const uint64_t peak = PeakRssBytes();
+  auto r = SnapshotFileReader::Open(path);
+  EXPECT_LT(PeakRssBytes(), peak + (uint64_t{64} << 20));
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  return r.status();
+}
+
+// A hostile or corrupt header can claim any metadata_length. Open sizes a
+// buffer by it, so the claim must be refused first: against the header's
+// own counts, against the file's size, and (for a sparse file as large as
+// claimed) against the footer the claim would need. Each is DataLoss
+// naming the value, and no buffer of the claimed size is ever allocated.
+TEST(SnapshotFileTest, HugeMetadataClaimsAreRefusedBeforeAllocating) {
+  TempDir dir;
+  {
+    SCOPED_TRACE("metadata_length disagrees with the counts");
+    const Sample s = WriteSample(dir, "length.snap");
+    const uint64_t claim = uint64_t{1} << 40;
+    Patch(s.path, 104, &claim, 8);
+    ResealHeader(s.path);
+    EXPECT_THAT(OpenRefusedSmall(s.path).message(),
+                AllOf(HasSubstr(s.path),
+                      HasSubstr(absl::StrCat("metadata_length ", claim))));
+  }
+  // 2^26 DATA pages need 256 MiB of page checksums.
+  constexpr uint64_t kClaimedPages = uint64_t{1} << 26;
+  {
+    SCOPED_TRACE("consistent counts, a small file");
+    const Sample s = WriteSample(dir, "small.snap");
+    const internal::SnapshotFileInfo c = ClaimDataPages(s.path, kClaimedPages);
+    ASSERT_GT(c.metadata_length, uint64_t{256} << 20);
+    EXPECT_THAT(OpenRefusedSmall(s.path).message(),
+                AllOf(HasSubstr("truncated"),
+                      HasSubstr(absl::StrCat(c.file_size)),
+                      HasSubstr(absl::StrCat(s.info.file_size))));
+  }
+  {
+    SCOPED_TRACE("consistent counts, a sparse file of the claimed size");
+    const Sample s = WriteSample(dir, "sparse.snap");
+    const internal::SnapshotFileInfo c = ClaimDataPages(s.path, kClaimedPages);
+    ASSERT_EQ(truncate(s.path.c_str(), static_cast<off_t>(c.file_size)), 0)
+        << strerror(errno);
+    EXPECT_THAT(OpenRefusedSmall(s.path).message(),
+                AllOf(HasSubstr("no footer at offset"),
+                      HasSubstr(absl::StrCat(c.metadata_offset +
+                                             c.metadata_length))));
+  }
 }
 
 TEST(SnapshotFileTest, FlippedMetadataOrFooterByteIsDetectedAtOpen) {

@@ -21,7 +21,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -30,6 +29,7 @@
 #include "backing/crc32c.h"
 #include "backing/snapshot_file.h"
 #include "backing/snapshot_format.h"
+#include "tests/backing/snapshot_file_maker.h"
 
 namespace upager::internal {
 namespace {
@@ -43,63 +43,32 @@ constexpr uint64_t kPages = 64;
 constexpr uint64_t kVersionOffset = 8;
 constexpr uint64_t kPageCountOffset = 24;
 
-struct Run {
-  uint64_t first_page;
-  uint64_t count;
-  bool zero;
-};
+using test_files::Bytes;
+using test_files::ReadAll;
+using test_files::WriteAll;
 
 absl::Status Write(const std::string& path, const std::string& base,
-                   const std::vector<Run>& runs, int fill) {
-  SnapshotFileWriter::Options o;
-  o.page_size = kPage;
-  o.page_count = kPages;
-  o.kind = base.empty() ? SnapshotKind::kFull : SnapshotKind::kDelta;
-  o.base_path = base;
-  auto w = SnapshotFileWriter::Create(path, o);
-  if (!w.ok()) return w.status();
-  for (const Run& r : runs) {
-    if (r.zero) {
-      if (absl::Status s = (*w)->AddZero(r.first_page, r.count); !s.ok()) {
-        return s;
-      }
-      continue;
-    }
-    std::vector<std::byte> bytes;
-    for (uint64_t p = r.first_page; p < r.first_page + r.count; ++p) {
-      bytes.insert(bytes.end(), kPage, static_cast<std::byte>(p + fill));
-    }
-    if (absl::Status s = (*w)->AddData(r.first_page, bytes); !s.ok()) return s;
+                   const std::vector<test_files::PageRun>& runs, int fill) {
+  return test_files::WriteSnapshot(path, kPage, kPages, base, runs, fill);
+}
+
+void Put32(Bytes& b, uint64_t offset, uint32_t v) {
+  for (int i = 0; i < 4; ++i) {
+    b[offset + i] = static_cast<uint8_t>(v >> (8 * i));
   }
-  return (*w)->Commit();
 }
 
-std::vector<char> ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
-}
-
-bool WriteAll(const std::string& path, const std::vector<char>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  return static_cast<bool>(out);
-}
-
-void Put32(std::vector<char>& b, uint64_t offset, uint32_t v) {
-  for (int i = 0; i < 4; ++i) b[offset + i] = static_cast<char>(v >> (8 * i));
-}
-
-uint32_t Get32(const std::vector<char>& b, uint64_t offset) {
+uint32_t Get32(const Bytes& b, uint64_t offset) {
   uint32_t v = 0;
   for (int i = 0; i < 4; ++i) {
-    v |= uint32_t{static_cast<uint8_t>(b[offset + i])} << (8 * i);
+    v |= uint32_t{b[offset + i]} << (8 * i);
   }
   return v;
 }
 
 // Recomputes the header CRC over [0, header_length) with its own four
 // bytes taken as zero.
-void ResealHeader(std::vector<char>& b) {
+void ResealHeader(Bytes& b) {
   const uint32_t header_length = Get32(b, 12);
   Put32(b, fmt::kHeaderCrcOffset, 0);
   Put32(b, fmt::kHeaderCrcOffset, Crc32c(b.data(), header_length));
@@ -135,14 +104,14 @@ int Main(int argc, char** argv) {
   auto full = SnapshotFileReader::Open(at("full.snap"));
   if (!check(full.status())) return 1;
   const SnapshotFileInfo info = (*full)->info();
-  const std::vector<char> image = ReadAll(at("full.snap"));
+  const Bytes image = ReadAll(at("full.snap"));
   if (image.size() != info.file_size) {
     std::fprintf(stderr, "read %zu bytes of full.snap, expected %llu\n",
                  image.size(), static_cast<unsigned long long>(info.file_size));
     return 1;
   }
 
-  std::vector<char> b = image;
+  Bytes b = image;
   b[(*full)->DataOffset(17) + 100] ^= 0x01;
   bool ok = WriteAll(at("corrupt.snap"), b) && WriteAll(at("bad/full.snap"), b);
 
@@ -165,8 +134,7 @@ int Main(int argc, char** argv) {
   ok = ok && WriteAll(at("bad_metadata.snap"), b);
 
   const std::string text = "this is not a snapshot file\n";
-  ok = ok && WriteAll(at("not_snapshot.snap"),
-                      std::vector<char>(text.begin(), text.end()));
+  ok = ok && WriteAll(at("not_snapshot.snap"), Bytes(text.begin(), text.end()));
   ok = ok && WriteAll(at("bad/delta.snap"), ReadAll(at("delta.snap")));
   if (!ok) {
     std::fprintf(stderr, "writing the damaged copies in '%s' failed\n",

@@ -31,8 +31,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -42,6 +40,7 @@
 #include "backing/crc32c.h"
 #include "backing/snapshot_file.h"
 #include "backing/snapshot_format.h"
+#include "tests/backing/snapshot_file_maker.h"
 
 namespace upager::internal {
 namespace {
@@ -49,7 +48,16 @@ namespace {
 namespace fs = std::filesystem;
 namespace fmt = snapshot_format;
 
-using Bytes = std::vector<uint8_t>;
+using test_files::Bytes;
+using test_files::ReadAll;
+using test_files::WriteAll;
+
+// Page p's bytes are all p + 1.
+absl::Status Write(const std::string& path, size_t page_size,
+                   uint64_t page_count, const std::string& base,
+                   const std::vector<test_files::PageRun>& runs) {
+  return test_files::WriteSnapshot(path, page_size, page_count, base, runs, 1);
+}
 
 // Header and footer offsets (snapshot_file.h, FORMAT).
 constexpr size_t kVersionOff = 8;
@@ -57,50 +65,6 @@ constexpr size_t kHeaderLengthOff = 12;
 constexpr size_t kPageCountOff = 24;
 constexpr size_t kFooterMetadataCrcOff = 12;
 constexpr size_t kFooterCrcOff = 60;
-
-struct Run {
-  uint64_t first_page;
-  uint64_t count;
-  bool zero;
-};
-
-absl::Status Write(const std::string& path, size_t page_size,
-                   uint64_t page_count, const std::string& base,
-                   const std::vector<Run>& runs) {
-  SnapshotFileWriter::Options o;
-  o.page_size = page_size;
-  o.page_count = page_count;
-  o.kind = base.empty() ? SnapshotKind::kFull : SnapshotKind::kDelta;
-  o.base_path = base;
-  auto w = SnapshotFileWriter::Create(path, o);
-  if (!w.ok()) return w.status();
-  for (const Run& r : runs) {
-    if (r.zero) {
-      if (absl::Status s = (*w)->AddZero(r.first_page, r.count); !s.ok()) {
-        return s;
-      }
-      continue;
-    }
-    std::vector<std::byte> bytes;
-    for (uint64_t p = r.first_page; p < r.first_page + r.count; ++p) {
-      bytes.insert(bytes.end(), page_size, static_cast<std::byte>(p + 1));
-    }
-    if (absl::Status s = (*w)->AddData(r.first_page, bytes); !s.ok()) return s;
-  }
-  return (*w)->Commit();
-}
-
-Bytes ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), {});
-}
-
-bool WriteAll(const std::string& path, const Bytes& b) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(b.data()),
-            static_cast<std::streamsize>(b.size()));
-  return static_cast<bool>(out);
-}
 
 uint64_t Get(const Bytes& b, size_t off, int bytes) {
   uint64_t v = 0;
