@@ -117,8 +117,9 @@ struct RuntimeOptions {
   // Create fails with FailedPrecondition.
   uint64_t resident_budget_bytes = 0;
   // Percent of the budget: eviction starts above high and stops at low.
-  // 1 <= low <= high <= 100, else InvalidArgument. The gap lets the evictor
-  // write victims in batches instead of one per fault.
+  // With a budget, 1 <= low <= high <= 100, else InvalidArgument (without
+  // one they are not read). The gap lets the evictor write victims in
+  // batches instead of one per fault.
   uint32_t high_watermark_percent = 95;
   uint32_t low_watermark_percent = 85;
   SwapOptions swap;

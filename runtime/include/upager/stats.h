@@ -127,7 +127,7 @@ struct Stats {
 
   // --- Paging (with RuntimeOptions::resident_budget_bytes; zero without).
   uint64_t budget_pages = 0;       // 0: no budget
-  uint64_t budget_used_pages = 0;  // now: frames held (private pages + in flight)
+  uint64_t budget_used_pages = 0;  // now: frames held (private + in flight)
   uint64_t swapped_pages = 0;      // now: pages whose only copy is in the store
   uint64_t pages_swapped_out = 0;  // writes to the store completed
   uint64_t pages_swapped_in = 0;   // pages read back, by faults or read-ahead
