@@ -1,6 +1,6 @@
-// The README's first command: map a region far larger than what gets
-// touched, touch part of it from a few threads, check every byte, and print
-// what upager did.
+// Lazy zero-fill, the simplest use of upager: map a region far larger than
+// what gets touched, touch part of it from a few threads, check every byte,
+// and print what upager did.
 //
 //   build/bin/lazy_zero_fill [--size_mib=4096] [--touch_mib=256] [--threads=2]
 #include <cstdio>

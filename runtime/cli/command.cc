@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 
 namespace upager::cli {
 namespace {
@@ -69,6 +70,9 @@ std::string TypeName(const absl::CommandLineFlag& f) {
   if (f.IsOfType<int64_t>()) return "a 64-bit integer";
   if (f.IsOfType<uint64_t>()) return "an unsigned 64-bit integer";
   if (f.IsOfType<double>() || f.IsOfType<float>()) return "a number";
+  if (f.IsOfType<absl::Duration>()) {
+    return "a duration such as 1s, 500ms or 0";
+  }
   return "a valid value";
 }
 
@@ -230,6 +234,12 @@ int Main(absl::Span<const char* const> args) {
       }
     }
     if (!group.empty()) {
+      // "upager snapshot frobnicate": name what was asked for.
+      if (args.size() > 1 && args[1][0] != '-') {
+        return UsageError("", absl::StrCat("unknown subcommand '", args[0],
+                                           " ", args[1], "' (known: ",
+                                           absl::StrJoin(group, ", "), ")"));
+      }
       return UsageError("", absl::StrCat("'", args[0], "' needs a subcommand: ",
                                          absl::StrJoin(group, ", ")));
     }

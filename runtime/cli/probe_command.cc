@@ -47,7 +47,8 @@ struct FeatureUse {
   const char* without;
 };
 constexpr FeatureUse kFeatureUses[] = {
-    {f::kPagefaultFlagWp, "write-protect faults: clean-page drop",
+    {f::kPagefaultFlagWp,
+     "write-protect faults: copy-on-write snapshots, clean-page drop",
      "no write-protect: no clean-page drop (every evicted page is written "
      "to swap, even unchanged) and no copy-on-write snapshots"},
     {f::kEventFork, "not requested: a fork() child gets a private copy",
@@ -65,8 +66,11 @@ constexpr FeatureUse kFeatureUses[] = {
     {f::kEventUnmap, "follows the application's munmap() of a region",
      "the application's munmap() of part of a region goes unseen: upager's "
      "page table and Stats go stale"},
-    {f::kSigbus, "not used yet (a signal-mode fault path is planned)",
-     "nothing in upager today (the planned signal-mode fault path)"},
+    {f::kSigbus,
+     "requested only for FaultMode::kSignal: the faulting thread resolves "
+     "its own fault in a SIGBUS handler",
+     "FaultMode::kSignal is refused (Runtime::Create fails with "
+     "FailedPrecondition); thread mode works"},
     {f::kThreadId, "requested; the faulting thread's id is not used yet",
      "nothing in upager today"},
     {f::kMinorHugetlbfs, "not used", "nothing in upager"},
@@ -79,16 +83,22 @@ constexpr FeatureUse kFeatureUses[] = {
      "kernel's markers would break its read fills",
      "nothing in upager (its page table knows which pages were never "
      "touched)"},
-    {f::kPoison, "a failed swap-in releases the thread with SIGBUS",
-     "a failed swap-in wakes the faulting thread (which faults again) "
-     "instead of delivering SIGBUS; the error stays in Stats"},
-    {f::kWpAsync, "not used yet (cheap dirty tracking is planned)",
-     "nothing in upager today (the planned dirty tracking)"},
+    {f::kPoison,
+     "a fault that fails (a swap read error, a corrupt saved page) "
+     "releases the thread with SIGBUS",
+     "a fault that fails (a swap read error, a corrupt saved page) wakes "
+     "the faulting thread (which faults again) instead of delivering "
+     "SIGBUS; the error stays in Stats"},
+    {f::kWpAsync,
+     "not requested: snapshots need synchronous write-protect, and one "
+     "userfaultfd cannot have both",
+     "nothing in upager"},
     {f::kMove,
-     "eviction moves victims out, and write faults move pre-zeroed pool "
-     "pages in, with UFFDIO_MOVE",
+     "eviction moves victims out, copy-on-write moves pages aside, and "
+     "write faults move pre-zeroed pool pages in, with UFFDIO_MOVE",
      "a resident budget is refused (Runtime::Create fails with "
-     "FailedPrecondition): no paging beyond memory; no zero-page pool "
+     "FailedPrecondition): no paging beyond memory; no snapshots "
+     "(TakeSnapshot fails with FailedPrecondition); no zero-page pool "
      "(write faults copy zeros in)"},
 };
 

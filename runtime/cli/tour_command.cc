@@ -622,10 +622,13 @@ absl::Status Tour::Finish() {
   return absl::OkStatus();
 }
 
+// One line on stderr, like every subcommand's failure: the message only
+// (it names the path or the option; the status code would add noise such
+// as "INTERNAL: " in front of an errno text).
 int Fail(const std::string& what, const absl::Status& s) {
   std::fflush(stdout);
   std::fprintf(stderr, "upager %s: %s: %s\n", kName, what.c_str(),
-               s.ToString().c_str());
+               std::string(s.message()).c_str());
   return kExitFailure;
 }
 

@@ -7,9 +7,22 @@
 // tag. A write is safe (its slot reads back the written bytes) once its
 // completion has been reaped with error == 0; until then the caller must
 // keep the page's bytes elsewhere. Applications may implement their own
-// store (a compressed tier, a remote one) and pass it to the Runtime.
+// store (a compressed tier, a remote one) and pass it to the Runtime
+// (SwapOptions::store); samples/zero_dedup_store.cc is a complete one.
+//
+// What the Runtime relies on, so what an implementation must honour:
+// - every request accepted by Submit completes exactly once, in any order,
+//   with all page_size() bytes transferred or a non-zero error (a short
+//   transfer is the store's to finish, never the caller's); ~Runtime waits
+//   for requests in flight, so a store that never completes one hangs it;
+// - a write that completes with an error may leave anything in its slot:
+//   the runtime keeps that page resident and never reads the slot back;
+// - Submit and Reap never block on I/O (the service threads call them
+//   between faults); Wait is the only call that sleeps.
 //
 // Thread-safety: every method may be called concurrently from any thread.
+// Lifetime: the Runtime holds the store until it is destroyed; one store
+// must not serve two Runtimes at once (each reaps the other's completions).
 #ifndef UPAGER_BACKING_STORE_H_
 #define UPAGER_BACKING_STORE_H_
 
@@ -25,9 +38,10 @@
 
 namespace upager {
 
+// A store's counters since it was created; Stats::store in the Runtime.
 struct BackingStoreStats {
   uint64_t capacity_slots = 0;
-  uint64_t used_slots = 0;
+  uint64_t used_slots = 0;     // allocated now
   uint64_t reads = 0;          // completed page reads
   uint64_t writes = 0;         // completed page writes
   uint64_t read_errors = 0;
@@ -41,10 +55,12 @@ struct BackingStoreStats {
 
 class BackingStore {
  public:
+  // One page of I/O: a read fills `buffer` from `slot`, a write stores
+  // `buffer` into `slot`.
   struct Request {
     enum class Op : uint8_t { kRead, kWrite };
     Op op = Op::kRead;
-    uint64_t slot = 0;
+    uint64_t slot = 0;  // allocated by AllocateSlot, < capacity_slots()
     // page_size() bytes, aligned to page_size(); must stay valid (and, for
     // a write, unchanged) until the request's completion is reaped.
     std::byte* buffer = nullptr;
@@ -55,13 +71,18 @@ class BackingStore {
     int error = 0;  // 0, or an errno: EIO, ENOSPC, ...
   };
 
+  // upager's stores wait (up to a timeout) for requests in flight when
+  // destroyed; the Runtime never destroys its store with any in flight.
   virtual ~BackingStore() = default;
 
+  // The slot size in bytes: the Runtime refuses a store whose page size is
+  // not its own. Constant for the store's life, as is capacity_slots().
   virtual size_t page_size() const = 0;
   virtual uint64_t capacity_slots() const = 0;
 
-  // A free slot, or ResourceExhausted naming the capacity when full. Freed
-  // slots are reused.
+  // A free slot, or ResourceExhausted naming the capacity when full (the
+  // Runtime then keeps the victim resident: Stats::swap_full). Freed slots
+  // are reused. A slot never written reads as zeros in upager's stores.
   virtual absl::StatusOr<uint64_t> AllocateSlot() = 0;
   // Precondition: `slot` was allocated and has no request in flight.
   virtual void FreeSlot(uint64_t slot) = 0;
@@ -69,26 +90,38 @@ class BackingStore {
   // Offers the memory the caller will use as I/O buffers, so a store may
   // pre-register it (io_uring fixed buffers). Optional: requests with
   // buffers outside it still work. Returns OK also when the store chose not
-  // to register (see stats().registered_buffers).
+  // to register (see stats().registered_buffers); InvalidArgument for a
+  // range that is empty or not page-aligned. The Runtime calls it once, in
+  // Create, and fails Create on a non-OK result.
   virtual absl::Status RegisterBuffers(std::byte* base, size_t len) = 0;
 
-  // Queues the requests. On error, none of them was queued. InvalidArgument
-  // for a slot out of range or a misaligned buffer.
+  // Queues the requests (and may start them). On error, none of them was
+  // queued: InvalidArgument for an unknown op, a slot out of range or a
+  // null or misaligned buffer, FailedPrecondition for a slot not
+  // allocated. I/O errors are not Submit's: they come back in completions.
   virtual absl::Status Submit(absl::Span<const Request> requests) = 0;
-  // Non-blocking: moves up to out.size() completions into `out`.
+  // Non-blocking: moves up to out.size() completions into `out` and returns
+  // how many. Each completion is returned once, to whichever caller reaps
+  // it.
   virtual size_t Reap(absl::Span<Completion> out) = 0;
-  // As Reap, but waits up to `timeout` for at least one completion.
+  // As Reap, but waits up to `timeout` for at least one completion; 0 when
+  // none came in time.
   virtual size_t Wait(absl::Span<Completion> out, absl::Duration timeout) = 0;
   // A descriptor that is readable while completions wait to be reaped (so
   // the runtime can poll it beside the userfaultfd), or -1 if the store has
-  // none (then the runtime calls Reap after Submit and when idle).
+  // none (then the runtime calls Reap after Submit and when idle). Owned by
+  // the store; valid for its life.
   virtual int completion_fd() const = 0;
 
+  // A copy of the counters; may be called at any time.
   virtual BackingStoreStats stats() const = 0;
 };
 
+// For OpenSwapFile; each bad value is InvalidArgument naming it.
 struct SwapFileOptions {
-  // A file on a local disk; created if missing, truncated to the capacity.
+  // A file on a local disk, non-empty; created if missing. An existing
+  // file is emptied first (its contents are lost), then sized to the
+  // capacity with its blocks reserved, so a full disk fails the open.
   std::string path;
   // Bytes; a non-zero multiple of the page size.
   uint64_t capacity_bytes = 0;
@@ -101,13 +134,21 @@ struct SwapFileOptions {
   bool unlink_on_close = true;
 };
 
-// An io_uring-driven swap file. Fails with InvalidArgument naming a bad
-// option, or the error of the failed system call naming the path.
+// An io_uring-driven swap file: batched submission, short transfers
+// requeued, fixed buffers and a registered file when the kernel allows (see
+// stats()). Fails with InvalidArgument naming a bad option, or the error of
+// the failed system call naming the path (PermissionDenied, NotFound for a
+// missing directory, ResourceExhausted for a full disk); a file this call
+// created is removed again on failure.
 absl::StatusOr<std::unique_ptr<BackingStore>> OpenSwapFile(
     const SwapFileOptions& options);
 
 // Pages kept in anonymous memory: for tests, and as the model a custom
-// store can start from. Completes requests inside Submit.
+// store can start from. Completes requests inside Submit (its completion
+// fd is then readable at once). capacity_bytes: a non-zero multiple of the
+// page size, else InvalidArgument; ResourceExhausted if it cannot be
+// mapped. The memory is reserved, not populated: a slot costs memory once
+// written.
 absl::StatusOr<std::unique_ptr<BackingStore>> NewMemoryStore(
     uint64_t capacity_bytes);
 

@@ -71,55 +71,76 @@ class Snapshot {
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
 
-  // Increasing per region: a later snapshot has a larger id.
+  // Increasing per region: a later snapshot has a larger id. Not unique
+  // across regions, and not the id stored in a saved file.
   uint64_t id() const { return epoch_; }
+  // The region's size and page size when the snapshot was taken.
   size_t size() const { return size_; }
   size_t page_size() const { return page_size_; }
   size_t page_count() const { return size_ / page_size_; }
+  // True once Release() ran or the snapshot ended with its region or
+  // Runtime (see "Lifetime"); the other methods then fail.
   bool released() const;
 
-  // Copies the snapshot's bytes [offset, offset + out.size()) into `out`.
+  // Copies the snapshot's bytes [offset, offset + out.size()) into `out`;
+  // any offset and length (not only whole pages). Pages swapped out are
+  // read back from the store into a buffer, not into the region.
   // InvalidArgument if the range is outside the snapshot; FailedPrecondition
-  // if it was released, its region unmapped or its Runtime destroyed;
-  // DataLoss naming the page if the application discarded a needed page
-  // (see above), or the swap store failed to read it back.
+  // if it was released, its region unmapped or its Runtime destroyed, or in
+  // a fork() child; DataLoss naming the page if the application discarded a
+  // needed page (see above), or the swap store failed to read it back;
+  // Unavailable if no swap-in buffer came free for 10 s. On error `out`
+  // may hold part of the bytes.
   absl::Status Read(size_t offset, absl::Span<std::byte> out) const;
 
   // Calls fn(page_index, bytes) for every page of the snapshot in order;
   // `bytes` is page_size() bytes, or nullptr for a page that is zero
-  // (never touched, or known zero: no copy is made). Stops at, and returns,
-  // the first non-OK status fn returns. Errors as for Read.
+  // (never touched, or known zero: no copy is made). `bytes` is valid only
+  // during the call. fn runs on the calling thread and must not call this
+  // Snapshot's Release or its region's Unmap (they wait for this call).
+  // Stops at, and returns, the first non-OK status fn returns. Errors as
+  // for Read.
   absl::Status ForEachPage(
       const std::function<absl::Status(uint64_t page, const std::byte* bytes)>&
           fn) const;
 
   // Pages whose bytes in this snapshot may differ from those in `base`, an
   // older live snapshot of the same region (written, dropped or first
-  // touched in between), in increasing order. InvalidArgument if `base` is
-  // not older or of another region; FailedPrecondition if either was
-  // released, or the region unmapped or the Runtime destroyed.
+  // touched in between), in increasing order. May include pages whose
+  // bytes were rewritten to the same value (a superset, never missing a
+  // change): it is what SaveTo(path, &base) stores. InvalidArgument if
+  // `base` is not older or of another region; FailedPrecondition if either
+  // was released, or the region unmapped or the Runtime destroyed.
   absl::Status ForEachChangedSince(
       const Snapshot& base, const std::function<void(uint64_t page)>& fn) const;
 
   // Saves the snapshot to `path` in upager's versioned snapshot format
-  // (per-page CRC32C checksums; see backing/snapshot_file.h), readable by
-  // Runtime::MapSnapshot in any process. With `base` (an older live
-  // snapshot of the same region, saved earlier by this object's SaveTo),
-  // writes only the pages changed since it: a delta whose chain is base
-  // file + delta. Writes through io_uring while the application keeps
-  // running. The file appears (atomically renamed) only when complete; on
-  // any error nothing is left at `path` that looks like a snapshot, and an
-  // existing file there is untouched. FailedPrecondition if `base` was
-  // never saved; errors as for Read otherwise, or the file system's.
+  // (per-page CRC32C checksums; see README, "Saved snapshots"), readable by
+  // Runtime::MapSnapshot and `upager snapshot inspect|verify` in any
+  // process. With `base` (an older live snapshot of the same region,
+  // already saved by its own SaveTo), writes only the pages changed since
+  // it: a delta that records the base's id and path (relative to the
+  // delta's directory when the base lies in or below it, so the pair can
+  // be moved together; absolute otherwise), where MapSnapshot looks for it.
+  // Writes through io_uring while the application keeps running. The file
+  // appears (fsynced, then
+  // atomically renamed) only when complete; on any error nothing is left at
+  // `path` that looks like a snapshot, and an existing file there is
+  // untouched. InvalidArgument if `base` is not an older snapshot of the
+  // same region; FailedPrecondition if `base` was never saved; errors as
+  // for Read otherwise, or the file system's naming the path.
   absl::Status SaveTo(const std::string& path,
                       const Snapshot* base = nullptr) const;
-  // Where SaveTo last wrote this snapshot ("" if never).
+  // Where the last successful SaveTo wrote this snapshot ("" if never): the
+  // file a later delta against this snapshot will name as its base.
   std::string saved_path() const;
 
-  // Frees the copies only this snapshot needed. Idempotent; OK and a no-op
-  // once the region is unmapped or the Runtime destroyed (which released
-  // it). When the region's last snapshot goes, its pages are un-protected
-  // again.
+  // Frees the copies only this snapshot needed; saved files are not
+  // touched. Idempotent; OK and a no-op once the region is unmapped or the
+  // Runtime destroyed (which released it), and in a fork() child. When the
+  // region's last snapshot goes, its pages are un-protected again, so
+  // writes stop faulting. Waits for reads of this snapshot's copies in
+  // progress (Read, ForEachPage, SaveTo) before freeing them.
   absl::Status Release();
 
  private:

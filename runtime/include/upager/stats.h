@@ -1,10 +1,13 @@
-// Runtime statistics: a snapshot the application may take at any time.
+// Runtime statistics: a copy the application may take at any time with
+// Runtime::stats() (a plain value: no lock, no lifetime tie to the Runtime).
 //
-// Every address-space event (munmap, mremap, madvise) that has returned to
-// the application is reflected. Fills are not atomic with it: the service
-// thread wakes the faulting thread first and publishes the page states and
-// counters microseconds later, so a snapshot taken right after a touch may
-// trail it by the fills in flight.
+// Counters count since Runtime::Create and never decrease; fields marked
+// "now" are gauges. Each counter is exact, but the set is not one atomic
+// cut: every address-space event (munmap, mremap, madvise) that has
+// returned to the application is reflected, while fills are not: the
+// service thread wakes the faulting thread first and publishes the page
+// states and counters microseconds later, so a copy taken right after a
+// touch may trail it by the fills in flight.
 #ifndef UPAGER_STATS_H_
 #define UPAGER_STATS_H_
 
@@ -16,9 +19,11 @@
 
 namespace upager {
 
-// Fault service time, from the moment a service thread read the fault from
-// the userfaultfd to the moment the faulting thread was woken. Percentiles
-// come from a log-bucket histogram (within 12.5%); max is exact.
+// A latency distribution, in nanoseconds. Percentiles come from a
+// log-bucket histogram (within 12.5%); max is exact; all zero when count is
+// 0. For Stats::fault_latency: in thread mode, from the moment a service
+// thread read the fault from the userfaultfd to the moment the faulting
+// thread was woken; in signal mode, the handler's own fill.
 struct LatencySummary {
   uint64_t count = 0;
   uint64_t p50_ns = 0;
@@ -33,12 +38,16 @@ struct Stats {
   std::string uffd_mode;  // "full" or "user-mode-only"
   std::string uffd_open_path;  // how it was opened, e.g. "userfaultfd(2)"
   // False in user-mode-only mode: read(2) into an untouched page fails with
-  // EFAULT instead of being served.
+  // EFAULT instead of being served. (Signal mode fails such accesses too,
+  // whatever this says: see FaultMode::kSignal.)
   bool kernel_faults_served = true;
   std::string fault_mode;  // "thread" or "signal"
-  uint64_t uffd_features = 0;  // UFFD_FEATURE_* bits granted
+  // UFFD_FEATURE_* bits granted by UFFDIO_API, and their names (e.g.
+  // "MOVE"): what the kernel let this Runtime use (`upager probe` says what
+  // each missing one disables).
+  uint64_t uffd_features = 0;
   std::vector<std::string> uffd_feature_names;
-  int service_threads = 0;
+  int service_threads = 0;  // threads reading the userfaultfd
   std::vector<int> service_cpus;  // CPU of each pinned thread; empty if unpinned
   // An idle-priority service has one more, normal-priority guard thread
   // (not counted in service_threads); guard_batches counts the batches it had to serve
@@ -49,7 +58,11 @@ struct Stats {
   // --- Faults read from the userfaultfd, by kind.
   uint64_t faults_missing_read = 0;
   uint64_t faults_missing_write = 0;  // includes kernel-mode copy_to_user
+  // First writes to write-protected pages: snapshot copy-on-write, and
+  // swapped-in pages becoming dirty.
   uint64_t faults_write_protect = 0;
+  // Minor faults: upager registers no range in minor mode, so 0 unless the
+  // kernel misreports one (it is then woken and retried).
   uint64_t faults_minor = 0;
   // Faults at an address no region owns (a region being unmapped, or the
   // part an application mremap grew): served as plain zero-fill.
@@ -96,28 +109,28 @@ struct Stats {
   uint64_t events_remove = 0;  // madvise(MADV_DONTNEED) and friends
   uint64_t events_unmap = 0;   // munmap by the application
   uint64_t events_remap = 0;   // mremap by the application
-  uint64_t events_unknown = 0;
+  uint64_t events_unknown = 0;  // messages of a kind upager ignores
   uint64_t reads = 0;          // read(2) calls that returned events
   uint64_t events_read = 0;    // messages read, all kinds
 
-  // --- Memory.
-  uint64_t regions = 0;
+  // --- Memory (now).
+  uint64_t regions = 0;          // live regions
   uint64_t reserved_bytes = 0;   // address space of live regions
   // Pages holding private memory that upager filled. A page mapped to the
   // shared zero page and later written by the application is copied by the
   // kernel without telling us; it stays in zero_mapped_pages.
   uint64_t resident_pages = 0;
   uint64_t zero_mapped_pages = 0;
-  uint64_t metadata_bytes = 0;   // page tables
+  uint64_t metadata_bytes = 0;   // the regions' page tables
 
-  LatencySummary fault_latency;
+  LatencySummary fault_latency;  // every fault served (see LatencySummary)
 
-  // --- Paging (with RuntimeOptions::resident_budget_bytes).
+  // --- Paging (with RuntimeOptions::resident_budget_bytes; zero without).
   uint64_t budget_pages = 0;       // 0: no budget
-  uint64_t budget_used_pages = 0;  // frames held: private pages + in flight
-  uint64_t swapped_pages = 0;      // pages whose only copy is in the store
-  uint64_t pages_swapped_out = 0;
-  uint64_t pages_swapped_in = 0;
+  uint64_t budget_used_pages = 0;  // now: frames held (private + in flight)
+  uint64_t swapped_pages = 0;      // now: pages whose only copy is in the store
+  uint64_t pages_swapped_out = 0;  // writes to the store completed
+  uint64_t pages_swapped_in = 0;   // pages read back, by faults or read-ahead
   uint64_t pages_read_ahead = 0;   // of those, read ahead of a fault
   // Pages evicted without a write: swapped in, never written since, their
   // slot still valid. pages_dirtied: swapped-in pages written later.
@@ -136,12 +149,12 @@ struct Stats {
   uint64_t faults_on_evicting = 0;
   LatencySummary swap_in_latency;   // read submitted -> completed
   LatencySummary swap_out_latency;  // write submitted -> completed
-  BackingStoreStats store;
+  BackingStoreStats store;  // the store's own view (SwapOptions::store's too)
   std::string policy;  // eviction policy counters, human-readable
 
   // --- Snapshots (upager/snapshot.h).
   uint64_t snapshots_taken = 0;
-  uint64_t snapshots_live = 0;
+  uint64_t snapshots_live = 0;  // now: taken and not yet released or ended
   uint64_t pages_protected = 0;  // write-protected by TakeSnapshot sweeps
   // Versions recorded on first writes (and drops) after a snapshot: copied
   // into memory, known zero (no copy), or taken over from a swap slot
@@ -149,7 +162,7 @@ struct Stats {
   uint64_t snapshot_copies = 0;
   uint64_t snapshot_zero_copies = 0;
   uint64_t snapshot_slot_copies = 0;
-  uint64_t snapshot_bytes = 0;      // memory held by copies now
+  uint64_t snapshot_bytes = 0;      // now: memory held by copies
   // Copies moved from memory to the swap store (under a resident budget
   // copies count against it, and are the first to go).
   uint64_t snapshot_spilled_copies = 0;
@@ -165,7 +178,8 @@ struct Stats {
   uint64_t threads_poisoned = 0;  // faults released with SIGBUS (UFFDIO_POISON)
   std::string first_error;
 
-  // Multi-line human-readable form.
+  // Multi-line human-readable form (what `upager tour` prints); not a
+  // stable format: parse the fields instead.
   std::string ToString() const;
 };
 
