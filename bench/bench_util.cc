@@ -275,12 +275,19 @@ UpagerTally TallyUpager(Runtime* runtime) {
           s.zero_pool_hits, s.zero_pool_misses};
 }
 
+// runtime/zero_pool.h, ZeroPool::kChunkPages.
+constexpr uint64_t kPoolChunkPages = 64;
+
 int64_t WaitForFullZeroPool(Runtime* runtime, absl::Duration timeout) {
   const int64_t cpu0 = ThreadCpuNanos();
   const absl::Time deadline = absl::Now() + timeout;
   for (;;) {
     const Stats s = runtime->stats();
-    if (s.zero_pool_ready_pages >= s.zero_pool_pages ||
+    // Full but for the chunk the last stream ended in: its untaken pages
+    // stay ready, and the pool refills a chunk only once all of it was
+    // taken (ZeroPool::kChunkPages, 64 pages), so exactly full may never
+    // come back (the wait then ran into its timeout every iteration).
+    if (s.zero_pool_ready_pages + kPoolChunkPages >= s.zero_pool_pages ||
         s.zero_pool_state != "on" || absl::Now() > deadline) {
       break;
     }

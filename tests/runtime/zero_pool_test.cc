@@ -418,6 +418,46 @@ TEST(ZeroPoolRuntimeTest, WriteFaultsMovePoolPagesIn) {
   EXPECT_TRUE(rt->Unmap(*r).ok());
 }
 
+// Drained by a stream several times its size, in each fault mode, the pool
+// fills up again once the faults stop: every chunk handed out is handed
+// back, whichever path (service thread or SIGBUS handler) took it. All but
+// the chunk the stream ended in: its untaken pages stay ready, and it is
+// refilled only once all of it was taken (kChunkPages, 64 pages).
+TEST(ZeroPoolRuntimeTest, RefillsAfterAStreamDrainsIt) {
+  SKIP_WITHOUT_MOVE();
+  for (const FaultMode mode : {FaultMode::kThread, FaultMode::kSignal}) {
+    RuntimeOptions o = PoolOptions(4 << 20);
+    o.fault_mode = mode;
+    auto rt = Runtime::Create(o);
+    ASSERT_TRUE(rt.ok()) << rt.status();
+    const Stats warm = WarmPool(**rt);
+    constexpr uint64_t kPages = 4096 + 40;  // four pools' worth and a bit
+    for (int round = 0; round < 2; ++round) {
+      auto r = (*rt)->Map({.size = kPages * kPage, .name = "stream"});
+      ASSERT_TRUE(r.ok()) << r.status();
+      std::byte* p = (*r)->data();
+      for (uint64_t page = 0; page < kPages; ++page) {
+        FillPage(p + page * kPage, page, 1 + round);
+      }
+      for (uint64_t page = 0; page < kPages; page += 7) {
+        ASSERT_TRUE(PageIs(p + page * kPage, page, 1 + round));
+      }
+      EXPECT_TRUE((*rt)->Unmap(*r).ok());
+      EXPECT_TRUE(Eventually(
+          [&] {
+            const Stats s = (*rt)->stats();
+            return s.zero_pool_ready_pages + 64 >= s.zero_pool_pages;
+          },
+          absl::Seconds(20)))
+          << "mode " << static_cast<int>(mode) << " round " << round << ": "
+          << (*rt)->stats().ToString();
+    }
+    const Stats s = SettledStats(**rt);
+    EXPECT_GT(s.zero_pool_hits, warm.zero_pool_hits) << s.ToString();
+    ExpectPoolAccounting(s);
+  }
+}
+
 TEST(ZeroPoolRuntimeTest, WindowsUnderSixteenPagesAreCopied) {
   // A move's fixed cost outweighs a copy below 16 pages (missing_fault.cc).
   SKIP_WITHOUT_MOVE();
