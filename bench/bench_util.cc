@@ -199,6 +199,19 @@ std::vector<uint64_t> ShuffledDistinctPages(uint64_t total_pages,
   return pages;
 }
 
+int64_t TouchEachTimed(std::byte* base, absl::Span<const uint64_t> order,
+                       std::vector<int64_t>& latencies, size_t* recorded) {
+  const int64_t start = NowNanos();
+  int64_t prev = start;
+  for (const uint64_t page : order) {
+    TouchPage(base, page);
+    const int64_t now = NowNanos();
+    latencies[(*recorded)++] = now - prev;
+    prev = now;
+  }
+  return prev - start;
+}
+
 int64_t Percentile(std::vector<int64_t>& samples, double q) {
   if (samples.empty()) return 0;
   q = std::clamp(q, 0.0, 1.0);

@@ -187,6 +187,15 @@ inline void TouchPage(std::byte* base, uint64_t page) {
 std::vector<uint64_t> ShuffledDistinctPages(uint64_t total_pages,
                                             uint64_t count, uint64_t seed);
 
+// Touches the pages of `order` in turn, each timed on its own: one clock
+// read per touch, each interval running from the end of the previous touch
+// to the end of this one, so the intervals add up to the whole span
+// exactly (the ~20 ns of clock and loop overhead is in every sample, on
+// every side alike). Appends to latencies[*recorded...] (sized by the
+// caller: an allocation here would be timed). Returns the span in ns.
+int64_t TouchEachTimed(std::byte* base, absl::Span<const uint64_t> order,
+                       std::vector<int64_t>& latencies, size_t* recorded);
+
 // The value at fraction q (0..1) of `samples` (nearest rank); reorders
 // `samples`. 0 when empty.
 int64_t Percentile(std::vector<int64_t>& samples, double q);

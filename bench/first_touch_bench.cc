@@ -207,21 +207,9 @@ void BM_FirstTouchRandom(benchmark::State& state, Pager pager) {
     std::byte* const base = mem->data();
     const UpagerTally before = TallyUpager(pager);
 
-    // One clock read per touch: each interval runs from the end of the
-    // previous touch to the end of this one, so the intervals add up to
-    // the iteration's time exactly. The ~20 ns of clock and loop overhead
-    // is in every sample, on both sides alike.
-    const int64_t start = NowNanos();
-    int64_t prev = start;
-    for (const uint64_t page : order) {
-      TouchPage(base, page);
-      const int64_t now = NowNanos();
-      latencies[recorded++] = now - prev;
-      prev = now;
-    }
-
-    state.SetIterationTime(static_cast<double>(prev - start) * 1e-9);
-    timed_ns += prev - start;
+    const int64_t span = TouchEachTimed(base, order, latencies, &recorded);
+    state.SetIterationTime(static_cast<double>(span) * 1e-9);
+    timed_ns += span;
     tally += TallyUpager(pager) - before;
     if (SkipIfError(state, VerifyTouched(base, order, kRandFullCheckStride,
                                          untouched)) ||

@@ -96,16 +96,9 @@ void BM_FirstTouchRandomSignalFloor(benchmark::State& state) {
       SkipIfError(state, s);
       break;
     }
-    const int64_t start = NowNanos();
-    int64_t prev = start;
-    for (const uint64_t page : order) {
-      TouchPage(base, page);
-      const int64_t now = NowNanos();
-      latencies[recorded++] = now - prev;
-      prev = now;
-    }
-    state.SetIterationTime(static_cast<double>(prev - start) * 1e-9);
-    timed_ns += prev - start;
+    const int64_t span = TouchEachTimed(base, order, latencies, &recorded);
+    state.SetIterationTime(static_cast<double>(span) * 1e-9);
+    timed_ns += span;
     s = VerifyTouched(base, order, kFloorFullCheckStride, untouched);
     const absl::Status u = (*uffd)->Unregister(addr, bytes);
     munmap(mem, bytes);
