@@ -244,9 +244,6 @@ Engine::~Engine() {
       service_->Stop();
     }
   }
-  // No fault can take pool pages any more. Stops the refill thread (after
-  // the chunk it may be populating) and gives back its frames.
-  zero_pool_.reset();
   // Swap-ins, evictions and spills still in flight (read-ahead nobody
   // waits for, or everything with unmap_regions_on_destroy): the store may
   // use their buffers until they complete, and the buffers go with
@@ -276,6 +273,12 @@ Engine::~Engine() {
     // (plain memory now).
     AbandonHandoffs();
   }
+  // No fault can take pool pages any more: the service threads are
+  // stopped and, in signal mode, no handler can still be filling (the
+  // regions are unregistered and gone from the registry; before that a
+  // handler fill used a destroyed pool). Stops the refill thread (after
+  // the chunk it may be populating) and gives back its frames.
+  zero_pool_.reset();
   for (auto& [region, core] : regions_) {
     for (const auto& iv : map_.IntervalsOf(core.get())) {
       if (options_.unmap_regions_on_destroy) {
@@ -662,29 +665,31 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
   RetryPendingFills();
   std::vector<os::UffdEvent> retry;
   retry.swap(*deferred);
-  // Signal mode: every fault here was handed over by a SIGBUS handler
-  // whose thread sleeps until this hand-off completes, then retries the
-  // access, handing the fault over again if it still needs serving. So a
-  // fault that must wait is completed, not deferred: the thread's retry
-  // takes the deferred copy's place. (Deferred, it would stay in this
-  // thread's list, out of reach of a Stop, with its thread asleep.)
-  const bool keep_deferred = !signal_mode();
+  // A fault handed over in signal mode is deferred like any other; its
+  // thread sleeps until the hand-off completes (once served, or abandoned
+  // by a stopping service thread), so it is never handed over twice.
   for (const os::UffdEvent& e : fresh) {
     if (e.kind != os::UffdEvent::Kind::kPageFault) continue;
     if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
-      if (keep_deferred) {
-        deferred->push_back(e);
-      } else {
-        counters_.fill_retries.Add();  // its thread retries it
-      }
+      deferred->push_back(e);
+    } else {
+      CompleteHandoff(e);
     }
-    CompleteHandoff(e);
   }
   for (const os::UffdEvent& e : retry) {
     if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
       deferred->push_back(e);
+    } else {
+      CompleteHandoff(e);
     }
   }
+}
+
+void Engine::Abandon(absl::Span<const os::UffdEvent> deferred) {
+  // The thread retries its access; after ~Engine unregistered the range
+  // that is plain memory, before it the fault is handed over again and
+  // completed by AbandonHandoffs.
+  for (const os::UffdEvent& e : deferred) CompleteHandoff(e);
 }
 
 void Engine::OnServiceError(absl::Status status) { RecordError(status); }

@@ -170,6 +170,7 @@ class Engine final : public FaultService::Handler {
   void EventsBegin() override;
   void EventsEnd() override;
   void AfterBatch() override;
+  void Abandon(absl::Span<const os::UffdEvent> deferred) override;
 
   static uint64_t WantedFeatures();
 

@@ -192,6 +192,7 @@ void FaultService::Loop(int index) {
     handler_->AfterBatch();
     epoch.fetch_add(1, std::memory_order_acq_rel);  // even: idle
   }
+  handler_->Abandon(deferred);
 }
 
 }  // namespace upager::internal

@@ -89,6 +89,11 @@ class FaultService {
     virtual void EventsEnd() {}
     // After every batch: faults may have been resolved.
     virtual void AfterBatch() {}
+    // A serving thread stops with these faults still deferred: nobody
+    // will serve them (signal mode: their threads must be released).
+    virtual void Abandon(absl::Span<const os::UffdEvent> deferred) {
+      (void)deferred;
+    }
   };
 
   struct Config {

@@ -84,9 +84,7 @@ struct Stats {
   uint64_t pages_file_filled = 0;  // copied from a file-backed region's file
   uint64_t pages_fault_around = 0;  // of the above, beyond the faulting page
   uint64_t fill_exists = 0;   // EEXIST: someone filled first; woken instead
-  // EAGAIN: address space changing; retried. Signal mode: also a fault
-  // handed off that had to wait (its thread retries it).
-  uint64_t fill_retries = 0;
+  uint64_t fill_retries = 0;  // EAGAIN: address space changing; retried
   uint64_t fill_gone = 0;     // ENOENT: the range went away meanwhile
 
   // --- Zero-page pool (RuntimeOptions::zero_pool_bytes).
