@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "backing/forwarding_store.h"
 #include "runtime/engine.h"
 #include "runtime/os/memory.h"
 #include "upager/status_macros.h"
@@ -56,37 +57,26 @@ bool StaysResident(PageEntry e) {
 // completion (upager/backing_store.h), and the buffers are the Engine's:
 // ~Engine waits for the count to reach zero before it frees them
 // (Engine::WaitForStoreRequests).
-class CountingStore final : public BackingStore {
+class CountingStore final : public ForwardingStore {
  public:
   CountingStore(std::shared_ptr<BackingStore> real,
                 std::atomic<int64_t>* requests)
-      : real_(std::move(real)), requests_(requests) {}
+      : ForwardingStore(std::move(real)), requests_(requests) {}
 
-  size_t page_size() const override { return real_->page_size(); }
-  uint64_t capacity_slots() const override { return real_->capacity_slots(); }
-  absl::StatusOr<uint64_t> AllocateSlot() override {
-    return real_->AllocateSlot();
-  }
-  void FreeSlot(uint64_t slot) override { real_->FreeSlot(slot); }
-  absl::Status RegisterBuffers(std::byte* base, size_t len) override {
-    return real_->RegisterBuffers(base, len);
-  }
   absl::Status Submit(absl::Span<const Request> requests) override {
     // Counted first: the completions may be reaped by another thread
     // before Submit returns.
     requests_->fetch_add(static_cast<int64_t>(requests.size()));
-    absl::Status s = real_->Submit(requests);
+    absl::Status s = ForwardingStore::Submit(requests);
     if (!s.ok()) requests_->fetch_sub(static_cast<int64_t>(requests.size()));
     return s;
   }
   size_t Reap(absl::Span<Completion> out) override {
-    return Reaped(real_->Reap(out));
+    return Reaped(ForwardingStore::Reap(out));
   }
   size_t Wait(absl::Span<Completion> out, absl::Duration timeout) override {
-    return Reaped(real_->Wait(out, timeout));
+    return Reaped(ForwardingStore::Wait(out, timeout));
   }
-  int completion_fd() const override { return real_->completion_fd(); }
-  BackingStoreStats stats() const override { return real_->stats(); }
 
  private:
   size_t Reaped(size_t n) {
@@ -94,7 +84,6 @@ class CountingStore final : public BackingStore {
     return n;
   }
 
-  const std::shared_ptr<BackingStore> real_;
   std::atomic<int64_t>* const requests_;
 };
 

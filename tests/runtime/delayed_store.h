@@ -24,14 +24,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "backing/forwarding_store.h"
 #include "upager/backing_store.h"
 
 namespace upager::testing {
 
-class DelayedStore final : public BackingStore {
+class DelayedStore final : public ForwardingStore {
  public:
   DelayedStore(std::unique_ptr<BackingStore> real, absl::Duration delay)
-      : real_(std::move(real)),
+      : ForwardingStore(std::move(real)),
         fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
         delay_(delay),
         worker_([this] { Work(); }) {}
@@ -60,12 +61,8 @@ class DelayedStore final : public BackingStore {
     return queue_.size();
   }
 
-  size_t page_size() const override { return real_->page_size(); }
-  uint64_t capacity_slots() const override { return real_->capacity_slots(); }
-  absl::StatusOr<uint64_t> AllocateSlot() override {
-    return real_->AllocateSlot();
-  }
-  void FreeSlot(uint64_t slot) override { real_->FreeSlot(slot); }
+  // Not passed on: the tests wrap a memory store, which needs no
+  // registration.
   absl::Status RegisterBuffers(std::byte*, size_t) override {
     return absl::OkStatus();
   }
@@ -89,7 +86,6 @@ class DelayedStore final : public BackingStore {
     return ReapLocked(out);
   }
   int completion_fd() const override { return fd_; }
-  BackingStoreStats stats() const override { return real_->stats(); }
 
  private:
   struct Queued {
@@ -132,11 +128,11 @@ class DelayedStore final : public BackingStore {
       }
       // The transfer itself, now: the memory store copies inside Submit.
       Completion c{q.request.tag, 0};
-      if (absl::Status s = real_->Submit({&q.request, 1}); !s.ok()) {
+      if (absl::Status s = real().Submit({&q.request, 1}); !s.ok()) {
         c.error = EIO;
       } else {
         Completion real_done[1];
-        while (real_->Reap(real_done) == 0) {
+        while (real().Reap(real_done) == 0) {
         }
         c.error = real_done[0].error;
       }
@@ -147,7 +143,6 @@ class DelayedStore final : public BackingStore {
     }
   }
 
-  const std::unique_ptr<BackingStore> real_;
   const int fd_;
   mutable absl::Mutex mu_;
   absl::Duration delay_ ABSL_GUARDED_BY(mu_);

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "backing/forwarding_store.h"
 #include "tests/runtime/paging_test_util.h"
 #include "tests/runtime/runtime_test_util.h"
 #include "tests/test_support.h"
@@ -29,22 +30,13 @@ using ::testing::HasSubstr;
 
 
 // A store that forwards to a real one and can fail writes or reads.
-class FaultyStore final : public BackingStore {
+class FaultyStore final : public ForwardingStore {
  public:
   explicit FaultyStore(std::unique_ptr<BackingStore> real)
-      : real_(std::move(real)) {}
+      : ForwardingStore(std::move(real)) {}
   void FailWrites(int err) { write_error_ = err; }
   void FailReads(int err) { read_error_ = err; }
 
-  size_t page_size() const override { return real_->page_size(); }
-  uint64_t capacity_slots() const override { return real_->capacity_slots(); }
-  absl::StatusOr<uint64_t> AllocateSlot() override {
-    return real_->AllocateSlot();
-  }
-  void FreeSlot(uint64_t slot) override { real_->FreeSlot(slot); }
-  absl::Status RegisterBuffers(std::byte* base, size_t len) override {
-    return real_->RegisterBuffers(base, len);
-  }
   absl::Status Submit(absl::Span<const Request> requests) override {
     std::vector<Request> pass;
     for (const Request& r : requests) {
@@ -57,7 +49,7 @@ class FaultyStore final : public BackingStore {
         pass.push_back(r);
       }
     }
-    return pass.empty() ? absl::OkStatus() : real_->Submit(pass);
+    return pass.empty() ? absl::OkStatus() : real().Submit(pass);
   }
   size_t Reap(absl::Span<Completion> out) override {
     size_t n = 0;
@@ -68,19 +60,17 @@ class FaultyStore final : public BackingStore {
         failed_.pop_back();
       }
     }
-    return n + real_->Reap(out.subspan(n));
+    return n + real().Reap(out.subspan(n));
   }
   size_t Wait(absl::Span<Completion> out, absl::Duration timeout) override {
     const size_t n = Reap(out);
-    return n > 0 ? n : real_->Wait(out, timeout);
+    return n > 0 ? n : real().Wait(out, timeout);
   }
   // No descriptor: the runtime reaps after each submit (failed requests
   // complete at once).
   int completion_fd() const override { return -1; }
-  BackingStoreStats stats() const override { return real_->stats(); }
 
  private:
-  std::unique_ptr<BackingStore> real_;
   std::atomic<int> write_error_{0};
   std::atomic<int> read_error_{0};
   absl::Mutex mu_;
