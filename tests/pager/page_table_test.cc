@@ -446,55 +446,59 @@ TEST(PageTableTest, CheckInvariantsReportsLeakedFillAndReservedBits) {
 namespace upager::internal {
 namespace {
 
-TEST(PageTableRangeTest, ForEachNonAbsentInRangeVisitsExactlyTheRange) {
-  // 3 levels; entries scattered over several leaves and subtrees.
-  PageTable t(512 * 512 * 4);
-  std::map<uint64_t, uint64_t> shadow;
-  for (uint64_t p : {0ull, 1ull, 511ull, 512ull, 70000ull, 262143ull, 262144ull,
-                     600000ull, 1048575ull}) {
-    ASSERT_TRUE(t.Set(PageIndex(p), PageEntry::Of(PageState::kResident)
-                                        .with_slot(p)));
-    shadow[p] = p;
+// A 3-level table with entries scattered over several leaves and
+// subtrees, each resident with its page number as its slot.
+class PageTableRangeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (uint64_t p : {0ull, 1ull, 511ull, 512ull, 70000ull, 262143ull,
+                       262144ull, 600000ull, 1048575ull}) {
+      ASSERT_TRUE(t.Set(PageIndex(p), PageEntry::Of(PageState::kResident)
+                                          .with_slot(p)));
+      shadow[p] = p;
+    }
   }
+  // The shadow's pages in [first, first + count), in order.
+  std::vector<uint64_t> InRange(uint64_t first, uint64_t count) const {
+    std::vector<uint64_t> want;
+    for (auto [p, v] : shadow) {
+      if (p >= first && p < first + count) want.push_back(p);
+    }
+    return want;
+  }
+
+  PageTable t{512 * 512 * 4};
+  std::map<uint64_t, uint64_t> shadow;
+};
+
+TEST_F(PageTableRangeTest, ForEachNonAbsentInRangeVisitsExactlyTheRange) {
   for (auto [first, count] : std::vector<std::pair<uint64_t, uint64_t>>{
            {0, 1}, {1, 511}, {0, 1ull << 20}, {512, 262000}, {262143, 2},
            {300000, 300000}, {1048575, 100}, {5, 0}}) {
-    std::vector<uint64_t> seen, want;
+    std::vector<uint64_t> seen;
     t.ForEachNonAbsentInRange(PageIndex(first), count,
                               [&](PageIndex p, PageEntry e) {
                                 EXPECT_EQ(e.slot(), p.value());
                                 seen.push_back(p.value());
                               });
-    for (auto [p, v] : shadow) {
-      if (p >= first && p < first + count) want.push_back(p);
-    }
-    EXPECT_EQ(seen, want) << "range [" << first << ", +" << count << ")";
+    EXPECT_EQ(seen, InRange(first, count))
+        << "range [" << first << ", +" << count << ")";
   }
 }
 
-TEST(PageTableRangeTest, InlineWalkVisitsTheSameEntriesAndUpdatesInPlace) {
-  PageTable t(512 * 512 * 4);
-  std::map<uint64_t, uint64_t> shadow;
-  for (uint64_t p : {0ull, 1ull, 511ull, 512ull, 70000ull, 262143ull, 262144ull,
-                     600000ull, 1048575ull}) {
-    ASSERT_TRUE(t.Set(PageIndex(p), PageEntry::Of(PageState::kResident)
-                                        .with_slot(p)));
-    shadow[p] = p;
-  }
+TEST_F(PageTableRangeTest, InlineWalkVisitsTheSameEntriesAndUpdatesInPlace) {
   for (auto [first, count] : std::vector<std::pair<uint64_t, uint64_t>>{
            {0, 1}, {1, 511}, {0, 1ull << 20}, {512, 262000}, {262143, 2},
            {300000, 300000}, {1048575, 100}, {5, 0}, {1ull << 21, 10}}) {
-    std::vector<uint64_t> seen, want;
+    std::vector<uint64_t> seen;
     t.ForEachNonAbsentInRangeInline(
         PageIndex(first), count,
         [&](PageIndex p, PageEntry e, PageTable::EntryRef) {
           EXPECT_EQ(e.slot(), p.value());
           seen.push_back(p.value());
         });
-    for (auto [p, v] : shadow) {
-      if (p >= first && p < first + count) want.push_back(p);
-    }
-    EXPECT_EQ(seen, want) << "range [" << first << ", +" << count << ")";
+    EXPECT_EQ(seen, InRange(first, count))
+        << "range [" << first << ", +" << count << ")";
   }
   // Updates through the EntryRef: a CAS from a stale value fails and
   // reports the entry as it is; one from the current value lands.
