@@ -66,6 +66,17 @@ void SetSequentialCounters(benchmark::State& state, Pager pager,
   SetUpagerCounters(state, pager, tally, pages);
 }
 
+// After a Sequential iteration's timed part: its bytes, the pager's status,
+// and the memory given back; the first failure.
+absl::Status CheckAndRelease(FreshMemory& mem) {
+  absl::Status s =
+      VerifyTouchedRange(mem.data(), 0, kSeqPages, kSeqFullCheckStride,
+                         kSeqPages + kSeqTailPages - 1);
+  if (s.ok()) s = mem.PagerStatus();
+  if (s.ok()) s = mem.Release();
+  return s;
+}
+
 // The memory a pool pager's pool holds beside the region, for
 // WarmHostMemory.
 size_t PoolBytes(Pager pager) {
@@ -109,13 +120,7 @@ void BM_FirstTouchSequential(benchmark::State& state, Pager pager) {
     timed_ns += end - start;
     cpu_ns += cpu_end - cpu_start - waiting_cpu;
     tally += TallyUpager(pager) - before;
-    if (SkipIfError(state,
-                    VerifyTouchedRange(base, 0, kSeqPages, kSeqFullCheckStride,
-                                       kSeqPages + kSeqTailPages - 1)) ||
-        SkipIfError(state, mem->PagerStatus()) ||
-        SkipIfError(state, mem->Release())) {
-      break;
-    }
+    if (SkipIfError(state, CheckAndRelease(*mem))) break;
   }
   if (state.error_occurred() || state.iterations() == 0) return;
   SetSequentialCounters(state, pager, timed_ns, cpu_ns, tally);
@@ -152,13 +157,7 @@ void BM_FirstTouchSequentialColdPool(benchmark::State& state) {
     timed_ns += end - start;
     cpu_ns += cpu_end - cpu_start;
     tally += TallyUpager(rt->get());
-    if (SkipIfError(state,
-                    VerifyTouchedRange(base, 0, kSeqPages, kSeqFullCheckStride,
-                                       kSeqPages + kSeqTailPages - 1)) ||
-        SkipIfError(state, mem->PagerStatus()) ||
-        SkipIfError(state, mem->Release())) {
-      break;
-    }
+    if (SkipIfError(state, CheckAndRelease(*mem))) break;
   }
   if (state.error_occurred() || state.iterations() == 0) return;
   SetSequentialCounters(state, Pager::kUpagerPool, timed_ns, cpu_ns, tally);
