@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -46,14 +48,54 @@ std::vector<unsigned char> Shadow(uint64_t seed, size_t n) {
   return v;
 }
 
-// Finds `bytes` of address space nobody uses (reserves and releases it), so
-// a test can place fixed mappings there.
-uintptr_t FreeAddressRange(size_t bytes) {
-  void* p = mmap(nullptr, bytes, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  EXPECT_NE(p, MAP_FAILED);
-  munmap(p, bytes);
-  return reinterpret_cast<uintptr_t>(p);
+// Maps a region at a fixed address inside a range of `range` bytes nobody
+// uses, `offset` bytes into it, and returns the region. Finding a free range
+// means reserving and releasing it, and until the region is mapped any other
+// thread of this process (a sanitizer's fake stacks, the allocator, a service
+// thread starting up) may take it: the kernel hands out the highest free gap
+// first, which is the one just released. So a fixed mapping that fails on a
+// foreign occupant is retried with a new range; any other failure is returned.
+absl::StatusOr<Region*> MapInFreeRange(Runtime& rt, RegionOptions o,
+                                       size_t range, size_t offset) {
+  absl::StatusOr<Region*> r = absl::UnknownError("no attempt made");
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    void* p = mmap(nullptr, range, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return absl::ResourceExhaustedError("mmap failed");
+    munmap(p, range);
+    o.fixed_address = static_cast<std::byte*>(p) + offset;
+    r = rt.Map(o);
+    if (r.ok() && (*r)->data() != o.fixed_address) {
+      return absl::InternalError(
+          absl::StrFormat("region mapped at %p, not at fixed_address %p",
+                          (*r)->data(), o.fixed_address));
+    }
+    if (!absl::IsAlreadyExists(r.status()) ||
+        !absl::StrContains(r.status().message(), "an existing mapping")) {
+      return r;
+    }
+  }
+  return r;
+}
+
+// The mapping of this process that holds `addr`, as "start-end perms", from
+// /proc/self/maps ("" if none does).
+std::string MappingAt(uintptr_t addr) {
+  std::FILE* f = std::fopen("/proc/self/maps", "r");
+  if (f == nullptr) return "";
+  std::string found;
+  char line[512];
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    unsigned long start = 0, end = 0;
+    char perms[8] = {};
+    if (std::sscanf(line, "%lx-%lx %7s", &start, &end, perms) == 3 &&
+        start <= addr && addr < end) {
+      found = absl::StrFormat("%#x-%#x %s", start, end, perms);
+      break;
+    }
+  }
+  std::fclose(f);
+  return found;
 }
 
 // ---------------------------------------------------------------------------
@@ -173,7 +215,14 @@ TEST_F(MapBadInputTest, SizeNotPageMultiple) {
 }
 
 TEST_F(MapBadInputTest, MisalignedFixedAddress) {
-  const uintptr_t base = FreeAddressRange(16 * ps_);
+  // A range this test holds (PROT_NONE), so nothing else can land there
+  // while it looks; a Map that wrongly mapped over it would change it.
+  void* hold = mmap(nullptr, 16 * ps_, PROT_NONE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(hold, MAP_FAILED);
+  const auto base = reinterpret_cast<uintptr_t>(hold);
+  const std::string before = MappingAt(base);
+  ASSERT_THAT(before, HasSubstr(" ---p"));
   for (uintptr_t bad : {base + 1, base + ps_ / 2, base + ps_ - 1}) {
     auto r = rt_->Map({.size = 4 * ps_,
                        .name = "misaligned",
@@ -183,11 +232,9 @@ TEST_F(MapBadInputTest, MisalignedFixedAddress) {
     EXPECT_THAT(std::string(r.status().message()),
                 HasSubstr(absl::StrFormat("%#x", bad)));
   }
-  // Nothing was mapped there: the range is still free.
-  void* probe = mmap(reinterpret_cast<void*>(base), 16 * ps_, PROT_NONE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-  EXPECT_EQ(probe, reinterpret_cast<void*>(base));
-  if (probe != MAP_FAILED) munmap(probe, 16 * ps_);
+  // Nothing was mapped there: the held range is one untouched mapping.
+  EXPECT_EQ(MappingAt(base), before);
+  munmap(hold, 16 * ps_);
   ExpectNothingMapped();
 }
 
@@ -205,13 +252,12 @@ TEST_F(MapBadInputTest, RegionFaultAroundOutOfRange) {
 
 TEST_F(MapBadInputTest, FixedAddressOverlappingARegion) {
   // Layout, in pages of a free 64-page range: the first region at [16, 32).
-  const uintptr_t base = FreeAddressRange(64 * ps_);
   auto first =
-      rt_->Map({.size = 16 * ps_,
-                .name = "first",
-                .fixed_address = reinterpret_cast<void*>(base + 16 * ps_)});
+      MapInFreeRange(*rt_, {.size = 16 * ps_, .name = "first"}, 64 * ps_,
+                     16 * ps_);
   ASSERT_TRUE(first.ok()) << first.status();
-  ASSERT_EQ(reinterpret_cast<uintptr_t>((*first)->data()), base + 16 * ps_);
+  const uintptr_t base =
+      reinterpret_cast<uintptr_t>((*first)->data()) - 16 * ps_;
   live_ = 1;
   const std::string first_range =
       absl::StrFormat("[%#x, %#x)", base + 16 * ps_, base + 32 * ps_);
@@ -243,12 +289,12 @@ TEST_F(MapBadInputTest, FixedAddressOverlappingARegion) {
 
 TEST_F(MapBadInputTest, FixedAddressCoveringARegionNamesIt) {
   // A second region that starts before the first and ends after it.
-  const uintptr_t base = FreeAddressRange(64 * ps_);
   auto first =
-      rt_->Map({.size = 16 * ps_,
-                .name = "first",
-                .fixed_address = reinterpret_cast<void*>(base + 16 * ps_)});
+      MapInFreeRange(*rt_, {.size = 16 * ps_, .name = "first"}, 64 * ps_,
+                     16 * ps_);
   ASSERT_TRUE(first.ok()) << first.status();
+  const uintptr_t base =
+      reinterpret_cast<uintptr_t>((*first)->data()) - 16 * ps_;
   live_ = 1;
   auto r = rt_->Map({.size = 32 * ps_,
                      .name = "cover",
