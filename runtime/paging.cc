@@ -293,6 +293,7 @@ void Engine::EvictorLoop() {
       FreeSpilledMemory();
       const uint64_t before = evicted();
       const uint64_t cancelled_before = counters_.evictions_cancelled.Get();
+      const uint64_t write_errors_before = counters_.swap_write_errors.Get();
       // Only as many victims as take the budget back to the low watermark:
       // a fixed batch would overshoot, evicting pages (and spending I/O)
       // that nothing needed the frames of.
@@ -301,12 +302,39 @@ void Engine::EvictorLoop() {
                               : p.fault_starved.load() ? 1
                                                        : 0;
       if (excess == 0) break;
-      // Snapshot copies go first: nothing reads them on the fast path.
-      const size_t batch = std::min<uint64_t>(kEvictBatch, excess);
-      const size_t spills = SpillCopies(batch);
-      const size_t started =
-          spills + (spills < batch ? EvictBatch(batch - spills) : 0);
-      // Let the round's writes complete before judging it.
+      // Pages whose writes are in flight give their frames back when the
+      // writes complete: they count against the excess. Beyond them, start
+      // more now, without waiting for the writes already submitted, so the
+      // store always has a queue to work on: waiting for each round's
+      // writes before picking the next (the old rule) kept ~64 pages in
+      // flight and left both CPUs a third idle, and page-out ran at 0.4x
+      // of the kernel's swap (2.2x faster after, measured here). Staging
+      // pages (kStagingPages) bound the pipeline.
+      const uint64_t in_flight_pages =
+          p.staging->in_use() +
+          (snaps_ != nullptr ? snaps_->spills_inflight.load() : 0);
+      size_t started = 0;
+      if (excess > in_flight_pages) {
+        // Snapshot copies go first: nothing reads them on the fast path.
+        const size_t batch =
+            std::min<uint64_t>(kEvictBatch, excess - in_flight_pages);
+        const size_t spills = SpillCopies(batch);
+        started = spills + (spills < batch ? EvictBatch(batch - spills) : 0);
+      }
+      if (started > 0) {
+        DrainCompletions();
+        if (evicted() > before) {
+          idle_rounds = 0;
+          stuck_rounds = 0;
+          if (p.budget.blocked()) p.budget.SetBlocked(false);
+        }
+        // A store that fails writes gives the pages back at once: starting
+        // more would spin on the same victims. Judge the round below
+        // instead (it gives up after ~10 ms, letting faults go over budget).
+        if (counters_.swap_write_errors.Get() == write_errors_before) continue;
+      }
+      // Nothing more to start: let the writes in flight complete before
+      // judging the round.
       auto in_flight = [&] {
         return p.staging->in_use() > 0 ||
                (snaps_ != nullptr && snaps_->spills_inflight.load() > 0);
@@ -316,7 +344,7 @@ void Engine::EvictorLoop() {
         HandleCompletions(absl::MakeConstSpan(
             c, p.store->Wait(absl::MakeSpan(c), absl::Milliseconds(1))));
         DrainCompletions();
-        if (started > 0 && evicted() > before) break;
+        if (evicted() > before) break;
       }
       if (evicted() > before) {
         idle_rounds = 0;
