@@ -304,18 +304,8 @@ void Engine::EndSnapshotsForTeardown() {
     for (auto& [region, core] : regions_) cores.push_back(core.get());
   }
   // With no snapshot left, a write to a captured page copies nothing: its
-  // fault only lifts the protection. snap_mu waits out copy-asides already
-  // past that check.
-  for (RegionCore* core : cores) {
-    std::vector<CopyRef> freed;
-    {
-      absl::MutexLock snap_lock(&core->snap_mu);
-      absl::MutexLock lock(&core->book_mu);
-      counters_.snapshots_released.Add(core->book.live_count());
-      core->book.ReleaseAll(&freed);
-    }
-    FreeCopies(freed);
-  }
+  // fault only lifts the protection.
+  for (RegionCore* core : cores) EndRegionSnapshots(core);
   // Put-backs deferred by EAGAIN hold the only copy of their pages, which
   // stay claimed until filled: fill them while the service threads still
   // read the events that cause the EAGAIN. Left for after they stop, they
@@ -327,6 +317,19 @@ void Engine::EndSnapshotsForTeardown() {
     service_->SyncEvents();
     absl::SleepFor(absl::Microseconds(50));
   }
+}
+
+void Engine::EndRegionSnapshots(RegionCore* core) {
+  std::vector<CopyRef> freed;
+  {
+    // snap_mu waits out copy-asides that found a snapshot still live.
+    absl::MutexLock snap_lock(&core->snap_mu);
+    absl::MutexLock lock(&core->book_mu);
+    // Counted released, or Stats::snapshots_live would report them forever.
+    counters_.snapshots_released.Add(core->book.live_count());
+    core->book.ReleaseAll(&freed);
+  }
+  FreeCopies(freed);
 }
 
 absl::StatusOr<Region*> Engine::Map(
@@ -513,20 +516,9 @@ absl::Status Engine::Unmap(Region* region) {
   service_->WaitForQuiescence();
   // Again: I/O started since by faults that still found the region.
   wait_for_pins();
-  if (snaps_ != nullptr) {
-    std::vector<CopyRef> freed;
-    uint64_t live = 0;
-    {
-      absl::MutexLock lock(&core->book_mu);
-      live = core->book.live_count();
-      core->book.ReleaseAll(&freed);
-    }
-    FreeCopies(freed);
-    // The region's live snapshots end with it (their Release() is a no-op
-    // from now on): count them released, or Stats::snapshots_live would
-    // report them forever.
-    counters_.snapshots_released.Add(live);
-  }
+  // The region's live snapshots end with it (their Release() is a no-op
+  // from now on).
+  if (snaps_ != nullptr) EndRegionSnapshots(core.get());
   ReleaseRegionPaging(core.get());
   for (const auto& iv : intervals) {
     if (absl::Status s =
@@ -668,21 +660,17 @@ void Engine::Serve(absl::Span<const os::UffdEvent> fresh, uint64_t read_ns,
   // A fault handed over in signal mode is deferred like any other; its
   // thread sleeps until the hand-off completes (once served, or abandoned
   // by a stopping service thread), so it is never handed over twice.
+  auto serve = [&](const os::UffdEvent& e) {
+    if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
+      deferred->push_back(e);
+    } else {
+      CompleteHandoff(e);
+    }
+  };
   for (const os::UffdEvent& e : fresh) {
-    if (e.kind != os::UffdEvent::Kind::kPageFault) continue;
-    if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
-      deferred->push_back(e);
-    } else {
-      CompleteHandoff(e);
-    }
+    if (e.kind == os::UffdEvent::Kind::kPageFault) serve(e);
   }
-  for (const os::UffdEvent& e : retry) {
-    if (HandlePageFault(e, read_ns) == Served::kRetryLater) {
-      deferred->push_back(e);
-    } else {
-      CompleteHandoff(e);
-    }
-  }
+  for (const os::UffdEvent& e : retry) serve(e);
 }
 
 void Engine::Abandon(absl::Span<const os::UffdEvent> deferred) {

@@ -390,6 +390,9 @@ class Engine final : public FaultService::Handler {
   // nothing more) and fills back the copy-on-write put-backs still
   // pending, while the service threads run (engine.cc).
   void EndSnapshotsForTeardown();
+  // Ends every live snapshot of `core` (counted released) and frees the
+  // copies they held.
+  void EndRegionSnapshots(RegionCore* core);
   // Reads one page of snapshot `epoch` into out; *zero set (and out left
   // alone) for a zero page.
   absl::Status ReadSnapshotPage(RegionCore* core, uint64_t epoch,
