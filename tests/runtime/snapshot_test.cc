@@ -552,8 +552,8 @@ TEST(SnapshotTest, LargeRegionSweptInChunks) {
 }
 
 // A reserved tebibyte with three pages written: the sweep's chunks grow
-// with the region (at most 1024 of them), and it marks and protects only
-// what the region holds.
+// with the region (a quarter of what is left each: 38 of them), and it
+// marks and protects only what the region holds.
 TEST(SnapshotTest, SparseTebibyteRegion) {
   constexpr uint64_t kSize = uint64_t{1} << 40;
   constexpr uint64_t kPages = kSize / kPage;
