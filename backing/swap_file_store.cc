@@ -5,6 +5,7 @@
 #include <climits>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_format.h"
 #include "backing/request_checks.h"
 #include "runtime/os/errno_status.h"
@@ -25,6 +26,12 @@ absl::Status CheckOptions(const SwapFileOptions& o, size_t page_size) {
   if (absl::Status s = CheckCapacity(o.capacity_bytes, page_size); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("SwapFileOptions.%s", s.message()));
+  }
+  if (o.max_merge_pages < 1 ||
+      o.max_merge_pages > SwapFileStore::kMaxMergePages) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "SwapFileOptions.max_merge_pages=%d: must be in 1..%d",
+        o.max_merge_pages, SwapFileStore::kMaxMergePages));
   }
   if (o.queue_depth < 1 || o.queue_depth > SwapFileStore::kMaxQueueDepth) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -105,6 +112,9 @@ SwapFileStore::SwapFileStore(const SwapFileOptions& options, size_t page_size,
       file_registered_(file_registered),
       slots_(options.capacity_bytes / page_size),
       max_in_ring_(ring->cq_entries()),
+      max_writes_in_ring_(
+          std::max<uint32_t>(1, max_in_ring_ * kWriteShareQuarters / 4)),
+      max_merge_pages_(options.max_merge_pages),
       ring_(std::move(ring)) {
   absl::MutexLock lock(&mu_);
   cqes_.resize(max_in_ring_);
@@ -116,7 +126,8 @@ SwapFileStore::~SwapFileStore() {
   {
     absl::MutexLock lock(&mu_);
     // Queued ops never reached the kernel: nothing to wait for.
-    queued_.clear();
+    queued_reads_.clear();
+    queued_writes_.clear();
     const absl::Time deadline = absl::Now() + kDrainTimeout;
     while (in_ring_ > 0 && absl::Now() < deadline) {
       if (unsubmitted_ > 0) (void)SubmitRing();
@@ -155,7 +166,10 @@ absl::Status SwapFileStore::Submit(absl::Span<const Request> requests) {
   UPAGER_RETURN_IF_ERROR(CheckRequests(requests, page_size_, slots_));
   if (requests.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  for (const Request& r : requests) queued_.push_back(NewOp(r));
+  for (const Request& r : requests) {
+    const uint32_t id = NewOp(r);
+    QueueOf(id).push_back(id);
+  }
   return Pump();
 }
 
@@ -212,12 +226,43 @@ uint32_t SwapFileStore::NewOp(const Request& r) {
     id = free_ops_.back();
     free_ops_.pop_back();
   }
-  ops_[id] = Op{.request = r, .done = 0};
+  ops_[id] = Op{.request = r};
   return id;
 }
 
-os::IoRequest SwapFileStore::MakeIoRequest(uint32_t id) const {
-  const Op& op = ops_[id];
+std::deque<uint32_t>& SwapFileStore::QueueOf(uint32_t id) {
+  return ops_[id].request.op == Request::Op::kRead ? queued_reads_
+                                                   : queued_writes_;
+}
+
+std::deque<uint32_t>* SwapFileStore::NextQueue() {
+  if (!queued_reads_.empty()) return &queued_reads_;
+  if (!queued_writes_.empty() && writes_in_ring_ < max_writes_in_ring_) {
+    return &queued_writes_;
+  }
+  return nullptr;
+}
+
+size_t SwapFileStore::MergeableAtHead(const std::deque<uint32_t>& q) const {
+  const Op& head = ops_[q.front()];
+  // An op partly transferred continues alone, from where it stopped.
+  if (head.solo || head.done != 0) return 1;
+  size_t n = 1;
+  while (n < q.size() && n < max_merge_pages_) {
+    const Request& prev = ops_[q[n - 1]].request;
+    const Op& op = ops_[q[n]];
+    if (op.solo || op.done != 0 || op.request.slot != prev.slot + 1 ||
+        op.request.buffer != prev.buffer + page_size_) {
+      break;
+    }
+    ++n;
+  }
+  return n;
+}
+
+os::IoRequest SwapFileStore::MakeIoRequest(const std::deque<uint32_t>& q,
+                                           size_t n) const {
+  const Op& op = ops_[q.front()];
   os::IoRequest io;
   io.op = op.request.op == Request::Op::kRead ? os::IoOp::kRead
                                               : os::IoOp::kWrite;
@@ -225,24 +270,31 @@ os::IoRequest SwapFileStore::MakeIoRequest(uint32_t id) const {
   io.fixed_file = file_registered_;
   io.fixed_buffer = buffers_registered_;
   io.buf = op.request.buffer + op.done;
-  io.len = static_cast<uint32_t>(page_size_ - op.done);
+  io.len = static_cast<uint32_t>(n * page_size_ - op.done);
   io.offset = op.request.slot * page_size_ + op.done;
-  io.user_data = id;
+  io.user_data = q.front();
   return io;
 }
 
 absl::Status SwapFileStore::Pump() {
-  while (!queued_.empty() && in_ring_ < max_in_ring_) {
-    const os::IoRequest io = MakeIoRequest(queued_.front());
+  while (in_ring_ < max_in_ring_) {
+    std::deque<uint32_t>* q = NextQueue();
+    if (q == nullptr) break;
+    const size_t n = MergeableAtHead(*q);
+    const os::IoRequest io = MakeIoRequest(*q, n);
     if (!ring_->Prepare(io)) {
       // The submission queue is full: hand it to the kernel, which frees
       // every entry it takes, and try once more.
       UPAGER_RETURN_IF_ERROR(SubmitRing());
-      // Still full: the kernel took nothing for now. The op stays queued
-      // and goes in on a later call.
+      // Still full: the kernel took nothing for now. The ops stay queued
+      // and go in on a later call.
       if (!ring_->Prepare(io)) break;
     }
-    queued_.pop_front();
+    for (size_t i = 0; i < n; ++i) {
+      ops_[(*q)[i]].next = i + 1 < n ? (*q)[i + 1] : kNoOp;
+    }
+    q->erase(q->begin(), q->begin() + static_cast<ptrdiff_t>(n));
+    if (io.op == os::IoOp::kWrite) ++writes_in_ring_;
     ++in_ring_;
     ++unsubmitted_;
   }
@@ -266,58 +318,87 @@ absl::Status SwapFileStore::SubmitRing() {
       err, absl::StrFormat("io_uring_submit(swap file \"%s\")", options_.path));
 }
 
-bool SwapFileStore::HandleCompletion(const os::IoCompletion& c,
-                                     Completion* out) {
+void SwapFileStore::Requeue(absl::Span<const uint32_t> ids) {
+  for (size_t i = ids.size(); i-- > 0;) {
+    ops_[ids[i]].next = kNoOp;
+    QueueOf(ids[i]).push_front(ids[i]);
+  }
+}
+
+void SwapFileStore::Finish(uint32_t id, int error) {
+  Op& op = ops_[id];
+  const bool read = op.request.op == Request::Op::kRead;
+  if (error == 0) {
+    ++(read ? counters_.reads : counters_.writes);
+  } else {
+    ++(read ? counters_.read_errors : counters_.write_errors);
+  }
+  ready_.push_back(Completion{.tag = op.request.tag, .error = error});
+  op.next = kNoOp;
+  free_ops_.push_back(id);
+}
+
+void SwapFileStore::HandleCompletion(const os::IoCompletion& c) {
   // Every entry this store prepares carries an op index; anything else is
   // not ours to report.
-  if (c.user_data >= ops_.size()) return false;
-  const auto id = static_cast<uint32_t>(c.user_data);
-  Op& op = ops_[id];
+  if (c.user_data >= ops_.size()) return;
+  absl::InlinedVector<uint32_t, 64> entry;
+  for (auto id = static_cast<uint32_t>(c.user_data); id != kNoOp;
+       id = ops_[id].next) {
+    entry.push_back(id);
+  }
   --in_ring_;
-  const bool read = op.request.op == Request::Op::kRead;
+  if (ops_[entry[0]].request.op == Request::Op::kWrite) --writes_in_ring_;
   int error = c.error;
   // A transfer of zero bytes makes no progress: a read past the end of the
   // file (someone truncated it) or a write the device would not take.
   // Requeuing it would spin forever.
   if (error == 0 && c.bytes == 0) error = EIO;
-  // The request was not started (interrupted before any byte moved): the
-  // same request again is correct.
-  if (error == EAGAIN || error == EINTR) {
-    queued_.push_front(id);
-    return false;
+  // The entry was not started (interrupted before any byte moved): the
+  // same ops again are correct.
+  if (error == EAGAIN || error == EINTR) return Requeue(entry);
+  if (error != 0) {
+    if (entry.size() == 1) return Finish(entry[0], error);
+    // Which page failed is unknown: retry each alone, so the error is
+    // reported (or not, if it was transient) for the page it belongs to.
+    for (uint32_t id : entry) ops_[id].solo = true;
+    return Requeue(entry);
   }
-  if (error == 0) {
-    op.done += std::min<uint32_t>(c.bytes,
-                                  static_cast<uint32_t>(page_size_ - op.done));
-    if (op.done < page_size_) {
-      // A short transfer is not a page: queue the remaining bytes, ahead of
-      // newer requests, and report nothing until they have moved.
-      ++counters_.short_transfers;
-      queued_.push_front(id);
-      return false;
+  // The bytes moved fill the ops in order; whatever is left over is
+  // queued again, each op alone from where it stopped.
+  uint64_t bytes = c.bytes;
+  absl::InlinedVector<uint32_t, 64> again;
+  for (uint32_t id : entry) {
+    Op& op = ops_[id];
+    const uint64_t credit = std::min<uint64_t>(bytes, page_size_ - op.done);
+    op.done += static_cast<uint32_t>(credit);
+    bytes -= credit;
+    if (op.done == page_size_) {
+      Finish(id, 0);
+    } else {
+      // A short transfer is not a page: report nothing until it has moved.
+      if (credit > 0) ++counters_.short_transfers;
+      again.push_back(id);
     }
-    ++(read ? counters_.reads : counters_.writes);
-  } else {
-    ++(read ? counters_.read_errors : counters_.write_errors);
   }
-  *out = Completion{.tag = op.request.tag, .error = error};
-  free_ops_.push_back(id);
-  return true;
+  Requeue(again);
 }
 
 size_t SwapFileStore::ReapLocked(absl::Span<Completion> out) {
-  size_t produced = 0;
   size_t reaped = 0;
-  // Each completion yields at most one Completion, so taking no more than
-  // the room left in `out` never strands one.
-  while (produced < out.size()) {
-    const size_t room = std::min(out.size() - produced, cqes_.size());
-    const size_t n = ring_->Reap(absl::MakeSpan(cqes_.data(), room));
+  // A merged entry yields several completions, so everything available is
+  // reaped into ready_ (the ring never keeps more than cqes_ holds) and
+  // handed out from there; what does not fit waits for the next call.
+  while (ready_.size() < out.size()) {
+    const size_t n = ring_->Reap(absl::MakeSpan(cqes_));
     if (n == 0) break;
     reaped += n;
-    for (size_t i = 0; i < n; ++i) {
-      if (HandleCompletion(cqes_[i], &out[produced])) ++produced;
-    }
+    for (size_t i = 0; i < n; ++i) HandleCompletion(cqes_[i]);
+  }
+  size_t produced = 0;
+  while (produced < out.size() && !ready_.empty()) {
+    out[produced++] = ready_.front();
+    ready_.pop_front();
   }
   // Reaped completions made room in the ring, and short transfers were
   // queued again. An error here leaves the entries for the next call, so
@@ -325,15 +406,15 @@ size_t SwapFileStore::ReapLocked(absl::Span<Completion> out) {
   (void)Pump();
   // The kernel signals the eventfd once per completion it posts, and only
   // this function consumes completions (under mu_). So when nothing was
-  // reaped, no signal arrived since the last clear below, and the eventfd
-  // needs no system call. When something was, clear it; a completion
+  // reaped or handed out, nothing changed since the last clear below, and
+  // the eventfd needs no system call. Otherwise clear it; a completion
   // posted after the clear signals again on its own, and one posted before
-  // it but not taken (the caller's span was full, or it raced in) is seen
-  // by Ready(), so the descriptor stays readable exactly while completions
-  // wait.
-  if (reaped > 0) {
+  // it but not taken (raced in), or one waiting in ready_ (the caller's
+  // span was full), signals it again here, so the descriptor stays
+  // readable exactly while completions wait.
+  if (reaped > 0 || produced > 0) {
     (void)completions_.Clear();
-    if (ring_->Ready() > 0) (void)completions_.Signal();
+    if (ring_->Ready() > 0 || !ready_.empty()) (void)completions_.Signal();
   }
   return produced;
 }

@@ -322,6 +322,18 @@ class Engine final : public FaultService::Handler {
   // or its write failed); retried after the next read on EAGAIN.
   void CompleteMoveBack(int staging);
   void OnReadDone(int buffer, int error);
+  // Reads into buffers [first, first + count) that completed together
+  // without error, for consecutive pages of one region: filled with one
+  // UFFDIO_COPY when nothing about them changed, else page by page.
+  void OnReadRun(int first, size_t count);
+  // Publishes a swapped-in page as resident (write-protected and clean,
+  // or unprotected with its slot freed or given to a snapshot) and counts
+  // it; the caller admits it to the policy.
+  void PublishSwappedIn(const IoOp& op, uint64_t mark, bool write_protected);
+  // Address of [first, first + count) of `core` when it lies in one
+  // mapped interval, else 0.
+  uintptr_t RunAddressOf(RegionCore* core, PageIndex first,
+                         uint64_t count) const;
   void RetryPendingReads();
   // Claims swapped page `page` (kSwapped -> kFilling) with a read buffer
   // and appends its read to *reads; false if no buffer is free or the

@@ -124,6 +124,15 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // for its write (see runtime/paging.cc).
   if (prev.state() == PageState::kSwapped) return StartSwapIn(t, prev);
   if (prev.state() == PageState::kEvicting) return MarkWanted(t, prev);
+  // Being filled (a read-ahead window still in flight, a fault-around
+  // claim): its claimant wakes the range. Answered before the sizer hears
+  // of it: an application that outruns a window's fill touches its pages
+  // out of the stream's order, and counting those as stream breaks kept
+  // sequential swap-in windows at ~12 pages instead of growing.
+  if (prev.state() == PageState::kFilling) {
+    counters_.faults_stale.Add();
+    return Served::kDone;
+  }
   // A snapshot sweep must not see this fill's claim half done. (Taken
   // after the dispatch above: a swap-in may complete inline, and its
   // completion takes snap_mu itself.)

@@ -537,14 +537,42 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
 
 void Engine::HandleCompletions(
     absl::Span<const BackingStore::Completion> done) {
-  for (const BackingStore::Completion& c : done) {
+  const Paging& p = *paging_;
+  // A successful read continues the run before it when it filled the
+  // next buffer with the next page of the same region: a read-ahead
+  // window read as one merged I/O completes as one such run.
+  auto continues = [&](const BackingStore::Completion& c, int first,
+                       size_t k) {
+    if (!(c.tag & kReadTagBit) || (c.tag & kSpillTagBit) || c.error != 0) {
+      return false;
+    }
+    const auto b = static_cast<int>(c.tag & ~kReadTagBit);
+    const IoOp& head = p.reads[first];
+    const IoOp& op = p.reads[b];
+    return b == first + static_cast<int>(k) && op.sync_result == nullptr &&
+           op.core == head.core && op.page == head.page + k;
+  };
+  for (size_t i = 0; i < done.size();) {
+    const BackingStore::Completion& c = done[i];
     if (c.tag & kSpillTagBit) {
       OnSpillDone(c.tag & ~kSpillTagBit, c.error);
     } else if (c.tag & kReadTagBit) {
-      OnReadDone(static_cast<int>(c.tag & ~kReadTagBit), c.error);
+      const auto first = static_cast<int>(c.tag & ~kReadTagBit);
+      size_t k = 1;
+      if (c.error == 0 && p.reads[first].sync_result == nullptr) {
+        while (i + k < done.size() && continues(done[i + k], first, k)) ++k;
+      }
+      if (k > 1) {
+        OnReadRun(first, k);
+      } else {
+        OnReadDone(first, c.error);
+      }
+      i += k;
+      continue;
     } else {
       OnWriteDone(static_cast<int>(c.tag), c.error);
     }
+    ++i;
   }
   // Signal mode: a thread may wait in its SIGBUS handler for a page these
   // completions filled or moved back.
@@ -1024,32 +1052,9 @@ void Engine::OnReadDone(int buffer, int error) {
     p.retry_pending.store(true);
     return;
   }
-  if (r.ok() && track_writes_) {
-    // Mapped write-protected: until the first write the slot still holds
-    // these bytes, and eviction can drop the page without I/O.
-    (void)core->table.Set(
-        op.page, PageEntry(PageEntry::Of(PageState::kResident)
-                               .with_flag(PageEntry::kWriteProtectedBit, true)
-                               .with_flag(PageEntry::kCleanBit, true)
-                               .with_slot(op.slot)
-                               .raw() |
-                           mark));
-    core->resident.fetch_add(1, std::memory_order_relaxed);
-    core->swapped.fetch_sub(1, std::memory_order_relaxed);
-    counters_.pages_swapped_in.Add();
-    AdmitToPolicy(core, op.page, 1, op.sequential);
-  } else if (r.ok() || r.outcome == os::UffdOutcome::kExists) {
+  if (r.ok() || r.outcome == os::UffdOutcome::kExists) {
     if (!r.ok()) (void)uffd_->Wake(addr, page_size_);
-    (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident));
-    core->resident.fetch_add(1, std::memory_order_relaxed);
-    core->swapped.fetch_sub(1, std::memory_order_relaxed);
-    if (mark != 0) {
-      // Mapped unprotected: a snapshot's version is the slot.
-      (void)CaptureOrFree(core, op.page, {CopyRef::Kind::kSlot, op.slot});
-    } else {
-      p.store->FreeSlot(op.slot);
-    }
-    counters_.pages_swapped_in.Add();
+    PublishSwappedIn(op, mark, /*write_protected=*/r.ok() && track_writes_);
     AdmitToPolicy(core, op.page, 1, op.sequential);
   } else {
     (void)core->table.Set(op.page, swapped());
@@ -1060,6 +1065,88 @@ void Engine::OnReadDone(int buffer, int error) {
     }
   }
   finish();
+}
+
+void Engine::PublishSwappedIn(const IoOp& op, uint64_t mark,
+                              bool write_protected) {
+  RegionCore* core = op.core;
+  if (write_protected) {
+    // Mapped write-protected: until the first write the slot still holds
+    // these bytes, and eviction can drop the page without I/O.
+    (void)core->table.Set(
+        op.page, PageEntry(PageEntry::Of(PageState::kResident)
+                               .with_flag(PageEntry::kWriteProtectedBit, true)
+                               .with_flag(PageEntry::kCleanBit, true)
+                               .with_slot(op.slot)
+                               .raw() |
+                           mark));
+  } else {
+    (void)core->table.Set(op.page, PageEntry::Of(PageState::kResident));
+    if (mark != 0) {
+      // Mapped unprotected: a snapshot's version is the slot.
+      (void)CaptureOrFree(core, op.page, {CopyRef::Kind::kSlot, op.slot});
+    } else {
+      paging_->store->FreeSlot(op.slot);
+    }
+  }
+  core->resident.fetch_add(1, std::memory_order_relaxed);
+  core->swapped.fetch_sub(1, std::memory_order_relaxed);
+  counters_.pages_swapped_in.Add();
+}
+
+void Engine::OnReadRun(int first, size_t count) {
+  Paging& p = *paging_;
+  const IoOp head = p.reads[first];
+  RegionCore* core = head.core;
+  const int64_t now = MonotonicNanos();
+  size_t copied = 0;
+  {
+    absl::ReaderMutexLock snap_lock(&core->snap_mu);
+    // One UFFDIO_COPY for the run (one ioctl, and one wake for the
+    // faulting thread and whoever touched the window meanwhile) when every
+    // page is still claimed for this read and the run is one stretch of
+    // the application's mapping; whatever that does not cover goes page by
+    // page below, the way OnReadDone handles each case.
+    const uintptr_t addr = RunAddressOf(core, head.page, count);
+    bool whole = addr != 0;
+    for (size_t i = 0; whole && i < count; ++i) {
+      const PageEntry e = core->table.Get(head.page + i);
+      whole = e.state() == PageState::kFilling && !e.discard();
+    }
+    if (whole) {
+      const os::UffdResult r =
+          uffd_->Copy(addr, p.buffers->page(first), count * page_size_,
+                      /*wake=*/true, /*write_protect=*/track_writes_);
+      copied = r.ok() ? count : std::min<size_t>(count, r.bytes / page_size_);
+      for (size_t i = 0; i < copied; ++i) {
+        const IoOp& op = p.reads[first + static_cast<int>(i)];
+        p.swap_in_latency.Record(now - op.submit_ns);
+        const PageEntry claimed = core->table.Get(op.page);
+        PublishSwappedIn(op, claimed.captured() ? PageEntry::kCapturedBit : 0,
+                         track_writes_);
+        p.buffers->Release(first + static_cast<int>(i));
+      }
+      AdmitToPolicy(core, head.page, copied, head.sequential);
+      // The references last: Unmap waits for them before freeing `core`.
+      core->io_inflight.fetch_sub(copied);
+    }
+  }
+  for (size_t i = copied; i < count; ++i) {
+    OnReadDone(first + static_cast<int>(i), 0);
+  }
+}
+
+uintptr_t Engine::RunAddressOf(RegionCore* core, PageIndex first,
+                               uint64_t count) const {
+  const uintptr_t addr = AddressOf(core, first);
+  if (addr == 0) return 0;
+  absl::ReaderMutexLock lock(&map_mu_);
+  // The interval holding the first page must hold the last one too.
+  const auto iv = map_.Find(addr);
+  return iv.has_value() && iv->owner == core &&
+                 addr + count * page_size_ <= iv->end
+             ? addr
+             : 0;
 }
 
 void Engine::RetryPendingReads() {

@@ -125,8 +125,14 @@ class KernelIoUring final : public IoUring {
     auto* buf = static_cast<std::byte*>(r.buf);
     // A request outside the registered region would fail with EFAULT in the
     // kernel; sending it plain is always correct, only slower.
-    const bool fixed = r.fixed_buffer && buf_base_ != nullptr &&
-                       buf >= buf_base_ && buf + r.len <= buf_base_ + buf_len_;
+    // A request must also lie within one registered piece (a merged I/O
+    // spanning two would be refused the same way).
+    const bool fixed =
+        r.fixed_buffer && buf_base_ != nullptr && r.len > 0 &&
+        buf >= buf_base_ && buf + r.len <= buf_base_ + buf_len_ &&
+        static_cast<size_t>(buf - buf_base_) / kMaxFixedBufferBytes ==
+            static_cast<size_t>(buf + r.len - 1 - buf_base_) /
+                kMaxFixedBufferBytes;
     if (fixed) {
       const int index =
           static_cast<int>(static_cast<size_t>(buf - buf_base_) /

@@ -92,6 +92,11 @@ class FakeIoUring final : public internal::os::IoUring {
     absl::MutexLock l(&mu_);
     return submits_;
   }
+  // Requests prepared and sent to the kernel (injected failures excluded).
+  int prepared() const {
+    absl::MutexLock l(&mu_);
+    return seen_;
+  }
 
   // --- IoUring.
 

@@ -14,9 +14,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -110,6 +112,7 @@ TEST(SwapFileStoreTest, BadOptionsAreInvalidArgumentNamingTheValue) {
     uint32_t queue_depth;
     bool empty_path;
     const char* mentions;
+    uint32_t max_merge_pages = 64;
   };
   const Case cases[] = {
       {0, 128, false, "capacity_bytes=0"},
@@ -117,12 +120,15 @@ TEST(SwapFileStoreTest, BadOptionsAreInvalidArgumentNamingTheValue) {
       {kPage, 0, false, "queue_depth=0"},
       {kPage, 4097, false, "queue_depth=4097"},
       {kPage, 128, true, "path is empty"},
+      {kPage, 128, false, "max_merge_pages=0", 0},
+      {kPage, 128, false, "max_merge_pages=257", 257},
   };
   for (const Case& c : cases) {
     SwapFileOptions o;
     o.path = c.empty_path ? "" : path;
     o.capacity_bytes = c.capacity_bytes;
     o.queue_depth = c.queue_depth;
+    o.max_merge_pages = c.max_merge_pages;
     absl::StatusOr<std::unique_ptr<BackingStore>> s = OpenSwapFile(o);
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument)
         << c.mentions;
@@ -134,6 +140,10 @@ TEST(SwapFileStoreTest, BadOptionsAreInvalidArgumentNamingTheValue) {
                             .queue_depth = 1}).ok());
   EXPECT_TRUE(OpenSwapFile({.path = path, .capacity_bytes = kPage,
                             .queue_depth = 4096}).ok());
+  EXPECT_TRUE(OpenSwapFile({.path = path, .capacity_bytes = kPage,
+                            .max_merge_pages = 1}).ok());
+  EXPECT_TRUE(OpenSwapFile({.path = path, .capacity_bytes = kPage,
+                            .max_merge_pages = 256}).ok());
 }
 
 TEST(SwapFileStoreTest, MissingDirectoryIsNotFoundNamingThePath) {
@@ -457,6 +467,7 @@ TEST(SwapFileStoreTest, OneSubmitPerBatchThatFits) {
 TEST(SwapFileStoreTest, BatchMuchLargerThanTheRingCompletes) {
   SwapFileOptions o = DiskOptions("bigbatch", 512);
   o.queue_depth = 4;  // 4 submission entries, at most 8 in flight
+  o.max_merge_pages = 1;  // one entry per page: 512 of them
   auto store = OpenSwapFile(o);
   ASSERT_TRUE(store.ok()) << store.status();
   AlignedPages pool(512), readback(512);
@@ -464,11 +475,144 @@ TEST(SwapFileStoreTest, BatchMuchLargerThanTheRingCompletes) {
   EXPECT_GE((*store)->stats().submits, 512u / 4);
 }
 
+TEST(SwapFileStoreTest, ConsecutiveSlotsAndBuffersShareOneIo) {
+  FakeIoUring* fake = nullptr;
+  auto store = OpenWithFake(DiskOptions("merge", 64), &fake);
+  ASSERT_NE(store, nullptr);
+  AlignedPages pool(64), readback(64);
+  const std::vector<uint64_t> slots = AllocateAll(*store);
+  // 64 consecutive slots from 64 consecutive pages: one write, one read.
+  WriteAndCheck(*store, slots, pool, readback, 21);
+  EXPECT_EQ(fake->prepared(), 2);
+  BackingStoreStats st = store->stats();
+  EXPECT_EQ(st.writes, 64u);  // still counted, and completed, per page
+  EXPECT_EQ(st.reads, 64u);
+  // Slots in reverse order break every run: one I/O per page.
+  std::vector<uint64_t> reversed(slots.rbegin(), slots.rend());
+  WriteAndCheck(*store, reversed, pool, readback, 22);
+  EXPECT_EQ(fake->prepared(), 2 + 2 * 64);
+}
+
+TEST(SwapFileStoreTest, MergedIoIsCappedAtMaxMergePages) {
+  FakeIoUring* fake = nullptr;
+  SwapFileOptions o = DiskOptions("mergecap", 64);
+  o.max_merge_pages = 16;
+  auto store = OpenWithFake(o, &fake);
+  ASSERT_NE(store, nullptr);
+  AlignedPages pool(64), readback(64);
+  WriteAndCheck(*store, AllocateAll(*store), pool, readback, 23);
+  EXPECT_EQ(fake->prepared(), 2 * 64 / 16);
+}
+
+TEST(SwapFileStoreTest, ShortTransfersOfMergedIoCompleteEveryPage) {
+  FakeIoUring* fake = nullptr;
+  auto store = OpenWithFake(DiskOptions("mergeshort"), &fake);
+  ASSERT_NE(store, nullptr);
+  // Each I/O moves about half its bytes: a merged one ends mid-way
+  // through its ops, whose rest goes again page by page.
+  fake->ShortenEvery(1);
+  AlignedPages pool(64), readback(64);
+  WriteAndCheck(*store, AllocateAll(*store), pool, readback, 24);
+  const BackingStoreStats st = store->stats();
+  EXPECT_GT(st.short_transfers, 0u);
+  EXPECT_EQ(st.writes, 64u);
+  EXPECT_EQ(st.reads, 64u);
+  EXPECT_EQ(st.write_errors + st.read_errors, 0u);
+}
+
+TEST(SwapFileStoreTest, FailedMergedIoIsRetriedPageByPage) {
+  FakeIoUring* fake = nullptr;
+  auto store = OpenWithFake(DiskOptions("mergefail", 8), &fake);
+  ASSERT_NE(store, nullptr);
+  AlignedPages pool(8), readback(8);
+  const std::vector<uint64_t> slots = AllocateAll(*store);
+  auto writes = [&](uint64_t seed) {
+    std::vector<Request> reqs;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      FillPage(pool.page(i), seed + i);
+      reqs.push_back({.op = Op::kWrite, .slot = slots[i],
+                      .buffer = pool.page(i), .tag = i});
+    }
+    return reqs;
+  };
+  // The merged write fails once: every page is retried alone and lands.
+  fake->FailNext(IoOp::kWrite, 1, EIO);
+  ASSERT_TRUE(RunBatchOk(*store, writes(30)).ok());
+  EXPECT_EQ(store->stats().write_errors, 0u);
+  // The merged write and the first page's retry fail: only that page
+  // reports the error.
+  fake->FailNext(IoOp::kWrite, 2, EIO);
+  absl::flat_hash_map<uint64_t, int> errors;
+  ASSERT_TRUE(RunBatch(*store, writes(40), &errors).ok());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    EXPECT_EQ(errors[i], i == 0 ? EIO : 0) << "page " << i;
+  }
+  EXPECT_EQ(store->stats().write_errors, 1u);
+  EXPECT_EQ(store->stats().writes, 8u + 7u);
+  // The pages that were written read back (the failed one is not read:
+  // its slot may hold anything).
+  std::vector<Request> reads;
+  for (size_t i = 1; i < slots.size(); ++i) {
+    reads.push_back({.op = Op::kRead, .slot = slots[i],
+                     .buffer = readback.page(i), .tag = i});
+  }
+  ASSERT_TRUE(RunBatchOk(*store, reads).ok());
+  for (size_t i = 1; i < slots.size(); ++i) {
+    EXPECT_EQ(std::memcmp(pool.page(i), readback.page(i), kPage), 0)
+        << "page " << i;
+  }
+}
+
+TEST(SwapFileStoreTest, ReadsOvertakeQueuedWrites) {
+  FakeIoUring* fake = nullptr;
+  SwapFileOptions o = DiskOptions("priority", 16);
+  o.queue_depth = 4;      // at most 8 entries in the ring, 6 of them writes
+  o.max_merge_pages = 1;  // one entry per page
+  auto store = OpenWithFake(o, &fake);
+  ASSERT_NE(store, nullptr);
+  AlignedPages pool(16);
+  const std::vector<uint64_t> slots = AllocateAll(*store);
+  // Slot 15 holds a page to read back.
+  FillPage(pool.page(15), 50);
+  ASSERT_TRUE(RunBatchOk(*store, {{.op = Op::kWrite, .slot = slots[15],
+                                   .buffer = pool.page(15), .tag = 15}})
+                  .ok());
+  fake->HoldCompletions();
+  std::vector<Request> writes;
+  for (size_t i = 0; i < 15; ++i) {
+    writes.push_back({.op = Op::kWrite, .slot = slots[i],
+                      .buffer = pool.page(i), .tag = i});
+  }
+  ASSERT_TRUE(store->Submit(writes).ok());
+  AlignedPages readback(1);
+  ASSERT_TRUE(store->Submit({{.op = Op::kRead, .slot = slots[15],
+                              .buffer = readback.page(0), .tag = 100}})
+                  .ok());
+  fake->ReleaseCompletions();
+  // The read went into the ring beside the first writes, not behind all
+  // fifteen: it completes among the first entries.
+  std::vector<uint64_t> order;
+  std::vector<BackingStore::Completion> out(16);
+  while (order.size() < 16) {
+    const size_t n = store->Wait(absl::MakeSpan(out), absl::Seconds(10));
+    ASSERT_GT(n, 0u);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(out[i].error, 0);
+      order.push_back(out[i].tag);
+    }
+  }
+  const auto at = std::find(order.begin(), order.end(), 100u) - order.begin();
+  EXPECT_LT(at, 8) << "the read completed after " << at << " writes";
+  EXPECT_EQ(std::memcmp(pool.page(15), readback.page(0), kPage), 0);
+}
+
 // --- Injected kernel behavior.
 
 TEST(SwapFileStoreTest, ShortReadsAndWritesAreRequeuedUntilWhole) {
   FakeIoUring* fake = nullptr;
-  auto store = OpenWithFake(DiskOptions("short"), &fake);
+  SwapFileOptions o = DiskOptions("short");
+  o.max_merge_pages = 1;  // page by page: the count below is exact
+  auto store = OpenWithFake(o, &fake);
   ASSERT_NE(store, nullptr);
   fake->ShortenEvery(1);  // every transfer: 4096 -> 2048 -> 1024 -> 512 -> 512
   AlignedPages pool(64), readback(64);

@@ -130,6 +130,13 @@ struct SwapFileOptions {
   bool direct_io = true;
   // io_uring submission queue entries. 1..4096.
   uint32_t queue_depth = 128;
+  // Requests of one kind for consecutive slots from consecutive buffers
+  // (a run of evicted pages, a read-ahead window) go to the kernel as one
+  // I/O of up to this many pages: one submission entry, one completion,
+  // one device request. 1..256; 1 turns merging off. Each request still
+  // completes on its own (a failed merged I/O is retried page by page, so
+  // an error names the page it belongs to).
+  uint32_t max_merge_pages = 64;
   // Remove the file when the store is destroyed.
   bool unlink_on_close = true;
 };
