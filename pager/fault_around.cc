@@ -39,4 +39,19 @@ uint32_t FaultAroundSizer::WindowFor(PageIndex fault) {
   return w;
 }
 
+uint32_t FaultAroundSizer::GrowWindow() {
+  switch (mode()) {
+    case Mode::kSequential:
+      return max_;
+    case Mode::kRandom:
+      return 1;
+    case Mode::kAdaptive:
+      break;
+  }
+  const uint32_t w =
+      std::min<uint32_t>(max_, window_.load(std::memory_order_relaxed) * 2);
+  window_.store(w, std::memory_order_relaxed);
+  return w;
+}
+
 }  // namespace upager::internal

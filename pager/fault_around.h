@@ -76,6 +76,30 @@ class FaultAroundSizer {
     next_.store(first.value() + count, std::memory_order_relaxed);
   }
 
+  // Asynchronous read-ahead (swap-in). A window read for a stream holds
+  // one page back as its marker (the kernel's PG_readahead): when the
+  // application reaches it, the stream is still going, and the next window
+  // is read before the application gets to the end of this one.
+  // SetMarker arms `page` (replacing any earlier marker); TakeMarker
+  // disarms it and returns true for exactly one caller at that page.
+  // seq_cst: the completion that holds the marker page back and the fault
+  // that takes it decide who serves it by the order of these operations
+  // and of the page's entry (see runtime/paging.cc).
+  void SetMarker(PageIndex page) { marker_.store(page.value()); }
+  bool TakeMarker(PageIndex page) {
+    uint64_t expected = page.value();
+    return marker_.load() == expected &&
+           marker_.compare_exchange_strong(expected, kNoStream);
+  }
+  bool IsMarker(PageIndex page) const { return marker_.load() == page.value(); }
+  // The page right after the last fill (where the stream's next window
+  // starts), and the window for it: doubled, up to max_pages (kSequential:
+  // max_pages; kRandom: 1).
+  PageIndex next() const {
+    return PageIndex(next_.load(std::memory_order_relaxed));
+  }
+  uint32_t GrowWindow();
+
   uint32_t base_pages() const { return base_; }
   uint32_t max_pages() const { return max_; }
 
@@ -84,6 +108,7 @@ class FaultAroundSizer {
   const uint32_t base_;
   const uint32_t max_;
   std::atomic<uint64_t> next_{kNoStream};  // page right after the last fill
+  std::atomic<uint64_t> marker_{kNoStream};  // armed read-ahead marker page
   std::atomic<uint32_t> window_;           // pages
   std::atomic<Mode> mode_{Mode::kAdaptive};
 };

@@ -48,6 +48,7 @@ struct Counters {
   Counter pages_swapped_out;
   Counter pages_swapped_in;
   Counter pages_read_ahead;
+  Counter read_ahead_async;
   Counter clean_drops;
   Counter pages_dirtied;
   Counter swap_write_errors;

@@ -84,6 +84,7 @@
 #include "pager/address_map.h"
 #include "pager/eviction_policy.h"
 #include "pager/frame_budget.h"
+#include "pager/held_reads.h"
 #include "pager/snapshot_book.h"
 #include "runtime/copy_pool.h"
 #include "runtime/counters.h"
@@ -216,6 +217,10 @@ class Engine final : public FaultService::Handler {
     bool clean = false;       // writes: a clean drop, nothing was written
     bool readahead = false;   // reads: no fault waits for this page
     bool sequential = false;  // reads: part of a detected stream
+    // reads: the window's read-ahead marker, held back when it completes
+    // (pager/held_reads.h) so that touching it starts the next window.
+    bool marker = false;
+    bool from_held = false;  // reads: served from a held marker, no I/O
     // reads: a synchronous slot read (Engine::ReadSlot) waits on this for
     // the completion's errno; no page is filled.
     std::atomic<int>* sync_result = nullptr;
@@ -240,6 +245,9 @@ class Engine final : public FaultService::Handler {
     std::unique_ptr<os::Uffd> staging_uffd;
     std::unique_ptr<PageArena> staging;  // eviction: victims' bytes
     std::unique_ptr<PageArena> buffers;  // swap-in: read targets
+    // Read-ahead markers' buffers, by slot, until a swap-in takes them.
+    std::unique_ptr<HeldReads> held;
+    std::atomic<bool> hold_markers{true};  // false once everything comes in
     absl::Mutex zap_mu;
     std::vector<int> zap ABSL_GUARDED_BY(zap_mu);  // staging pages to drop
     std::vector<IoOp> writes;            // by staging index
@@ -306,12 +314,36 @@ class Engine final : public FaultService::Handler {
   uint64_t ReserveFrames(uint64_t want);
   void ReleaseFrames(uint64_t n);
   void KickEvictor();
-  Served StartSwapIn(const Target& t, PageEntry swapped);
+  // A fault on swapped page t.page: reads it, with a read-ahead window
+  // when it continues a stream. `at_marker`: the fault took the stream's
+  // marker (FaultAroundSizer::TakeMarker) and has started the next window
+  // already; only this page is read.
+  Served StartSwapIn(const Target& t, PageEntry swapped,
+                     bool at_marker = false);
+  // Starts reads for the swapped pages of [first, first + want) (stopping
+  // at the first that is not swapped, or short of frames or buffers),
+  // holding `marker` back if it is among them. `demand`: a fault waits for
+  // `first` (whose entry the caller read as `first_entry`). Returns the
+  // pages claimed.
+  uint64_t SwapInWindow(RegionCore* core, PageIndex first,
+                        PageEntry first_entry, uint64_t want, bool demand,
+                        bool sequential, std::optional<PageIndex> marker);
+  // The stream of `core` reached its marker: reads its next window ahead.
+  void ReadAheadNext(RegionCore* core);
+  // A fault found `page` claimed (kFilling). If it is the stream's marker,
+  // the next window starts now, and a marker page held back meanwhile is
+  // served at once (kRetryLater is then not possible: kDone or the
+  // swap-in's own answer).
+  Served OnFaultAtFilling(const Target& t);
+  // OnReadDone of a marker page that is still armed: holds its bytes and
+  // puts the page back to swapped (true), or false when it is to be mapped
+  // as usual. Called with the region's snap_mu held.
+  bool HoldMarker(int buffer, PageEntry claimed, uintptr_t addr);
+  // The buffer held for `slot` goes back to the arena (the slot was
+  // freed: its bytes may change).
+  void DropHeld(uint64_t slot);
   Served MarkWanted(const Target& t, PageEntry evicting);
   void DrainCompletions();
-  // Drops a clean victim (its slot holds its bytes) without a write.
-  void EvictClean(RegionCore* core, PageIndex page, PageEntry cur,
-                  uintptr_t addr);
   void HandleCompletions(absl::Span<const BackingStore::Completion> done);
   void OnWriteDone(int staging, int error);
   void FinishWrite(int staging, int error);
@@ -338,9 +370,12 @@ class Engine final : public FaultService::Handler {
   // Claims swapped page `page` (kSwapped -> kFilling) with a read buffer
   // and appends its read to *reads; false if no buffer is free or the
   // entry changed.
+  // A slot whose bytes are held (a marker served from its buffer) needs no
+  // read: its buffer goes to *held_hits instead, for OnReadDone.
   bool QueueSwapIn(RegionCore* core, PageIndex page, PageEntry swapped,
-                   bool readahead, bool sequential,
-                   std::vector<BackingStore::Request>* reads);
+                   bool readahead, bool sequential, bool marker,
+                   std::vector<BackingStore::Request>* reads,
+                   std::vector<int>* held_hits);
   // Submits and clears *reads; on a refused batch every read completes
   // with EIO.
   void SubmitReads(std::vector<BackingStore::Request>* reads);

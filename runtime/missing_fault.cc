@@ -129,10 +129,7 @@ Engine::Served Engine::HandleMissing(const os::UffdEvent& e, uintptr_t addr) {
   // of it: an application that outruns a window's fill touches its pages
   // out of the stream's order, and counting those as stream breaks kept
   // sequential swap-in windows at ~12 pages instead of growing.
-  if (prev.state() == PageState::kFilling) {
-    counters_.faults_stale.Add();
-    return Served::kDone;
-  }
+  if (prev.state() == PageState::kFilling) return OnFaultAtFilling(t);
   // A snapshot sweep must not see this fill's claim half done. (Taken
   // after the dispatch above: a swap-in may complete inline, and its
   // completion takes snap_mu itself.)

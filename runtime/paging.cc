@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -35,7 +36,11 @@ namespace {
 constexpr uint64_t kWriteRetryBit = 1ull << 61;
 // Staging pages (writes in flight) and swap-in buffers (reads in flight).
 constexpr size_t kStagingPages = 1024;  // 4 MiB
-constexpr size_t kReadBuffers = 256;    // 1 MiB
+// Two read-ahead windows of fault_around_max_pages (256 by default) in
+// flight, with room for demand reads and held markers beside them.
+constexpr size_t kReadBuffers = 1024;   // 4 MiB
+// Markers held at once: one per stream is all a stream needs.
+constexpr size_t kHeldReads = 64;
 // Victims picked per evictor round.
 constexpr size_t kEvictBatch = 64;
 // Staging pages zapped together (Engine::ZapStaging).
@@ -60,8 +65,17 @@ bool StaysResident(PageEntry e) {
 class CountingStore final : public ForwardingStore {
  public:
   CountingStore(std::shared_ptr<BackingStore> real,
-                std::atomic<int64_t>* requests)
-      : ForwardingStore(std::move(real)), requests_(requests) {}
+                std::atomic<int64_t>* requests,
+                absl::AnyInvocable<void(uint64_t)> on_free)
+      : ForwardingStore(std::move(real)),
+        requests_(requests),
+        on_free_(std::move(on_free)) {}
+
+  // Every slot the runtime frees passes here: bytes held for it must go.
+  void FreeSlot(uint64_t slot) override {
+    on_free_(slot);
+    ForwardingStore::FreeSlot(slot);
+  }
 
   absl::Status Submit(absl::Span<const Request> requests) override {
     // Counted first: the completions may be reaped by another thread
@@ -85,6 +99,7 @@ class CountingStore final : public ForwardingStore {
   }
 
   std::atomic<int64_t>* const requests_;
+  absl::AnyInvocable<void(uint64_t)> on_free_;
 };
 
 }  // namespace
@@ -123,8 +138,10 @@ absl::Status Engine::StartPaging() {
                             OpenSwapFile(f));
     p->store = std::move(store);
   }
-  p->store = std::make_shared<CountingStore>(std::move(p->store),
-                                             &p->store_requests);
+  p->store = std::make_shared<CountingStore>(
+      std::move(p->store), &p->store_requests,
+      [this](uint64_t slot) { DropHeld(slot); });
+  p->held = std::make_unique<HeldReads>(kHeldReads);
   EvictionPolicy::Options po;
   po.budget_pages = budget_pages;
   UPAGER_RETURN_IF_ERROR(EvictionPolicy::Validate(po));
@@ -367,7 +384,7 @@ void Engine::EvictorLoop() {
       // or ~100 ms without progress whatever the reason (an application
       // that keeps every resident page hot).
       const bool busy = counters_.evictions_cancelled.Get() > cancelled_before ||
-                        p.buffers->in_use() > 0;
+                        p.buffers->in_use() > p.held->size();
       stuck_rounds = busy ? 0 : stuck_rounds + 1;
       if (stuck_rounds >= 10 || ++idle_rounds >= 100) {
         p.budget.SetBlocked(true);
@@ -443,18 +460,15 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
       ++i;
       continue;
     }
-    if (cur.clean()) {
-      // Clean: swapped in and never written, its slot still holds the
-      // bytes. Move it out (no write can race: it is protected) and drop it.
-      EvictClean(core, page, cur, addr);
-      ++i;
-      continue;
-    }
-    // The dirty run from here: resident, not clean, adjacent in memory.
+    // The run from here: resident, adjacent in memory, and all dirty (each
+    // needs a slot and a write) or all clean (swapped in and never
+    // written, their slots still hold the bytes: moved out, no write can
+    // race as they are protected, and dropped without I/O).
+    const bool clean = cur.clean();
     uint64_t want = 1;
     while (i + want < count) {
       const PageEntry e = core->table.Get(page + want);
-      if (e.state() != PageState::kResident || e.clean() ||
+      if (e.state() != PageState::kResident || e.clean() != clean ||
           AddressOf(core, page + want) != addr + want * page_size_) {
         break;
       }
@@ -474,8 +488,9 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
     std::vector<uint64_t> slots;
     for (size_t j = 0; j < got; ++j) {
       PageEntry e = core->table.Get(page + j);
-      if (e.state() != PageState::kResident || e.clean()) break;
-      absl::StatusOr<uint64_t> slot = p.store->AllocateSlot();
+      if (e.state() != PageState::kResident || e.clean() != clean) break;
+      absl::StatusOr<uint64_t> slot =
+          clean ? absl::StatusOr<uint64_t>(e.slot()) : p.store->AllocateSlot();
       if (!slot.ok()) {
         counters_.swap_full.Add();
         RecordError(slot.status());
@@ -487,7 +502,7 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
               PageEntry::Of(PageState::kEvicting)
                   .with_slot(*slot)
                   .with_flag(PageEntry::kCapturedBit, e.captured()))) {
-        p.store->FreeSlot(*slot);
+        if (!clean) p.store->FreeSlot(*slot);
         break;
       }
       orig.push_back(e);
@@ -508,6 +523,14 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
     for (size_t j = 0; j < moved; ++j) {
       const int st = staging + static_cast<int>(j);
       p.writes[st] = IoOp{core, page + j, slots[j], MonotonicNanos()};
+      if (clean) {
+        // Complete as if a write had just succeeded: the usual path turns
+        // the page into kSwapped(slot), or moves it back if a fault wants
+        // it.
+        p.writes[st].clean = true;
+        FinishWrite(st, 0);
+        continue;
+      }
       writes->push_back({BackingStore::Request::Op::kWrite, slots[j],
                          p.staging->page(st), static_cast<uint64_t>(st)});
     }
@@ -517,7 +540,7 @@ void Engine::EvictRun(uint32_t region_id, PageIndex first, uint64_t count,
     if (moved < claimed) counters_.evict_skipped.Add();
     for (size_t j = moved; j < claimed; ++j) {
       (void)core->table.Set(page + j, orig[j]);
-      p.store->FreeSlot(slots[j]);
+      if (!clean) p.store->FreeSlot(slots[j]);
     }
     for (size_t j = moved; j < got; ++j) {
       p.staging->Release(staging + static_cast<int>(j));
@@ -550,7 +573,7 @@ void Engine::HandleCompletions(
     const IoOp& head = p.reads[first];
     const IoOp& op = p.reads[b];
     return b == first + static_cast<int>(k) && op.sync_result == nullptr &&
-           op.core == head.core && op.page == head.page + k;
+           !op.marker && op.core == head.core && op.page == head.page + k;
   };
   for (size_t i = 0; i < done.size();) {
     const BackingStore::Completion& c = done[i];
@@ -559,7 +582,8 @@ void Engine::HandleCompletions(
     } else if (c.tag & kReadTagBit) {
       const auto first = static_cast<int>(c.tag & ~kReadTagBit);
       size_t k = 1;
-      if (c.error == 0 && p.reads[first].sync_result == nullptr) {
+      if (c.error == 0 && p.reads[first].sync_result == nullptr &&
+          !p.reads[first].marker) {
         while (i + k < done.size() && continues(done[i + k], first, k)) ++k;
       }
       if (k > 1) {
@@ -577,41 +601,6 @@ void Engine::HandleCompletions(
   // Signal mode: a thread may wait in its SIGBUS handler for a page these
   // completions filled or moved back.
   if (signal_mode()) SignalWaiters::NotifyIfWaiting();
-}
-
-void Engine::EvictClean(RegionCore* core, PageIndex page, PageEntry cur,
-                        uintptr_t addr) {
-  Paging& p = *paging_;
-  const uint64_t slot = cur.slot();
-  const int staging = p.staging->Acquire();
-  if (staging == PageArena::kNone ||
-      !core->table.CompareExchange(
-          page, &cur,
-          PageEntry::Of(PageState::kEvicting)
-              .with_slot(slot)
-              .with_flag(PageEntry::kCapturedBit, cur.captured()))) {
-    if (staging != PageArena::kNone) p.staging->Release(staging);
-    p.policy->CancelEviction({core->id, page.value()});
-    core->io_inflight.fetch_sub(1);
-    return;
-  }
-  const os::UffdResult m = p.staging_uffd->Move(
-      reinterpret_cast<uint64_t>(p.staging->page(staging)), addr, page_size_,
-      /*wake=*/false, /*allow_src_holes=*/false);
-  if (!m.ok()) {
-    (void)core->table.Set(page, cur);
-    p.staging->Release(staging);
-    counters_.evict_skipped.Add();
-    p.policy->CancelEviction({core->id, page.value()});
-    core->io_inflight.fetch_sub(1);
-    return;
-  }
-  // Complete as if a write had just succeeded: the usual path turns the
-  // page into kSwapped(slot), or moves it back if a fault wants it.
-  IoOp op{core, page, slot, MonotonicNanos()};
-  op.clean = true;
-  p.writes[staging] = op;
-  FinishWrite(staging, 0);
 }
 
 void Engine::DrainCompletions() {
@@ -857,42 +846,163 @@ Engine::Served Engine::MarkWanted(const Target& t, PageEntry evicting) {
   return Served::kRetryLater;
 }
 
-Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped) {
+Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped,
+                                   bool at_marker) {
+  FaultAroundSizer& sizer = t.core->fault_around;
+  if (!at_marker && sizer.TakeMarker(t.page)) {
+    // The stream reached the page its last window held back: it goes on,
+    // so the next window starts now, ahead of it.
+    ReadAheadNext(t.core);
+    at_marker = true;
+  }
+  if (at_marker) {
+    // Only this page (its bytes are most likely held: no read).
+    return SwapInWindow(t.core, t.page, swapped, 1, /*demand=*/true,
+                        /*sequential=*/true, std::nullopt) > 0
+               ? Served::kDone
+               : Served::kRetryLater;
+  }
   // Read-ahead: the fault-around sizer sees the swap-in stream too; a fault
   // that continues one reads the following swapped pages in the same batch
   // (window doubling up to fault_around_max_pages), a random one reads
   // only its page. Pages read ahead are admitted as sequential, so a scan
-  // through swapped data displaces only itself.
-  const uint32_t window = t.core->fault_around.WindowFor(t.page);
-  const bool sequential = window > t.core->fault_around.base_pages();
+  // through swapped data displaces only itself. A stream's window holds
+  // its second page back as the marker: the application touches it right
+  // after the window arrives, and the next window is read while it works
+  // through this one.
+  const uint32_t window = sizer.WindowFor(t.page);
+  const bool sequential = window > sizer.base_pages();
   const uint64_t limit = std::min<uint64_t>(t.page_limit, t.core->pages);
   const uint64_t want =
       sequential ? std::min<uint64_t>(window, limit - t.page.value()) : 1;
+  std::optional<PageIndex> marker;
+  if (want > 1) marker = t.page + 1;
+  return SwapInWindow(t.core, t.page, swapped, want, /*demand=*/true,
+                      sequential, marker) > 0
+             ? Served::kDone
+             : Served::kRetryLater;
+}
+
+void Engine::ReadAheadNext(RegionCore* core) {
+  FaultAroundSizer& sizer = core->fault_around;
+  const PageIndex first = sizer.next();
+  if (first.value() >= core->pages) return;
+  const uint64_t want = std::min<uint64_t>(sizer.GrowWindow(),
+                                           core->pages - first.value());
+  const PageEntry e = core->table.Get(first);
+  if (e.state() != PageState::kSwapped) return;  // the stream ran out
+  // The new window's first page is its marker: reached, it starts the
+  // window after.
+  if (SwapInWindow(core, first, e, want, /*demand=*/false,
+                   /*sequential=*/true, first) > 0) {
+    counters_.read_ahead_async.Add();
+  }
+}
+
+uint64_t Engine::SwapInWindow(RegionCore* core, PageIndex first,
+                              PageEntry first_entry, uint64_t want,
+                              bool demand, bool sequential,
+                              std::optional<PageIndex> marker) {
   const uint64_t frames = ReserveFrames(want);
-  if (frames == 0) return Served::kRetryLater;
+  if (frames == 0) return 0;
   std::vector<BackingStore::Request> reads;
-  for (uint64_t i = 0; i < frames; ++i) {
-    const PageIndex page = t.page + i;
-    const PageEntry cur = i == 0 ? swapped : t.core->table.Get(page);
+  std::vector<int> held_hits;
+  uint64_t claimed = 0;
+  bool marker_claimed = false;
+  for (; claimed < frames; ++claimed) {
+    const PageIndex page = first + claimed;
+    const PageEntry cur = claimed == 0 ? first_entry : core->table.Get(page);
+    const bool is_marker = marker.has_value() && *marker == page;
     if (cur.state() != PageState::kSwapped ||
-        !QueueSwapIn(t.core, page, cur, /*readahead=*/i > 0, sequential,
-                     &reads)) {
+        !QueueSwapIn(core, page, cur, /*readahead=*/!(demand && claimed == 0),
+                     sequential, is_marker, &reads, &held_hits)) {
       break;
     }
+    marker_claimed |= is_marker;
   }
-  if (frames > reads.size()) ReleaseFrames(frames - reads.size());
-  if (reads.empty()) return Served::kRetryLater;  // changed under us
-  t.core->fault_around.Filled(t.page, reads.size());
-  counters_.pages_read_ahead.Add(reads.size() - 1);
+  if (frames > claimed) ReleaseFrames(frames - claimed);
+  if (claimed == 0) return 0;  // changed under us
+  // The stream's window moves on; a marker served alone is inside the
+  // window already read, and must not pull it back.
+  if (!(demand && want == 1 && sequential)) {
+    core->fault_around.Filled(first, claimed);
+  }
+  // Armed before the reads start: the marker's completion holds the page
+  // back only while it is armed.
+  if (marker_claimed) core->fault_around.SetMarker(*marker);
+  counters_.pages_read_ahead.Add(claimed - (demand ? 1 : 0));
   SubmitReads(&reads);
+  for (int b : held_hits) OnReadDone(b, 0);
+  return claimed;
+}
+
+Engine::Served Engine::OnFaultAtFilling(const Target& t) {
+  counters_.faults_stale.Add();
+  if (paging_ == nullptr || !t.core->fault_around.TakeMarker(t.page)) {
+    // Its claimant wakes the range when it is done.
+    return Served::kDone;
+  }
+  // The stream reached its marker while the marker's read is in flight:
+  // its completion sees the marker taken and maps the page. If it has
+  // held the page back already, serve it here.
+  ReadAheadNext(t.core);
+  const PageEntry e = t.core->table.Get(t.page);
+  if (e.state() == PageState::kSwapped) {
+    return StartSwapIn(t, e, /*at_marker=*/true);
+  }
   return Served::kDone;
 }
 
-bool Engine::QueueSwapIn(RegionCore* core, PageIndex page, PageEntry swapped,
-                         bool readahead, bool sequential,
-                         std::vector<BackingStore::Request>* reads) {
+bool Engine::HoldMarker(int buffer, PageEntry claimed, uintptr_t addr) {
   Paging& p = *paging_;
-  const int buffer = p.buffers->Acquire();
+  const IoOp& op = p.reads[buffer];
+  RegionCore* core = op.core;
+  FaultAroundSizer& sizer = core->fault_around;
+  // Taken already (a fault on it waits for this claim) or replaced by a
+  // newer window's: map it as usual.
+  if (addr == 0 || !sizer.IsMarker(op.page) || !p.hold_markers.load()) {
+    return false;
+  }
+  // The page goes back to swapped, its slot valid, its bytes held here;
+  // touching it faults, starts the next window and takes them.
+  if (const int out = p.held->Hold(op.slot, buffer); out != HeldReads::kNone) {
+    p.buffers->Release(out);
+  }
+  PageEntry cur = claimed;
+  const PageEntry swapped(
+      PageEntry::Of(PageState::kSwapped).with_slot(op.slot).raw() |
+      (claimed.captured() ? PageEntry::kCapturedBit : 0));
+  if (!core->table.CompareExchange(op.page, &cur, swapped)) {
+    // A flag raced in (the application dropped the page): nobody else can
+    // claim the page meanwhile, so the held buffer is still this one.
+    (void)p.held->Take(op.slot);
+    return false;
+  }
+  ReleaseFrames(1);
+  core->io_inflight.fetch_sub(1);
+  // A thread may have touched the page while it was claimed, and wait for
+  // this claim to end: the fault that took the marker between the check
+  // above and the entry's change, or one that found the marker not armed
+  // yet (it is armed after its window's pages are claimed). Wake the page
+  // unconditionally (one call per window): a woken thread faults again and
+  // finds the page swapped and its bytes held.
+  (void)uffd_->Wake(addr, page_size_);
+  return true;
+}
+
+void Engine::DropHeld(uint64_t slot) {
+  if (paging_ == nullptr || paging_->held == nullptr) return;
+  if (const int b = paging_->held->Take(slot); b != HeldReads::kNone) {
+    paging_->buffers->Release(b);
+  }
+}
+
+bool Engine::QueueSwapIn(RegionCore* core, PageIndex page, PageEntry swapped,
+                         bool readahead, bool sequential, bool marker,
+                         std::vector<BackingStore::Request>* reads,
+                         std::vector<int>* held_hits) {
+  Paging& p = *paging_;
+  int buffer = p.buffers->Acquire();
   if (buffer == PageArena::kNone) return false;
   PageEntry cur = swapped;
   if (!core->table.CompareExchange(page, &cur,
@@ -901,10 +1011,23 @@ bool Engine::QueueSwapIn(RegionCore* core, PageIndex page, PageEntry swapped,
     return false;
   }
   core->io_inflight.fetch_add(1);
+  // Bytes held for the slot (a marker page): its buffer replaces the read.
+  // Only the claimant of the page takes them, so only one does.
+  const int held = p.held->Take(swapped.slot());
+  if (held != HeldReads::kNone) {
+    p.buffers->Release(buffer);
+    buffer = held;
+  }
   IoOp op{core, page, swapped.slot(), MonotonicNanos()};
   op.readahead = readahead;
   op.sequential = sequential;
+  op.marker = marker && held == HeldReads::kNone;
+  op.from_held = held != HeldReads::kNone;
   p.reads[buffer] = op;
+  if (held != HeldReads::kNone) {
+    held_hits->push_back(buffer);
+    return true;
+  }
   reads->push_back({BackingStore::Request::Op::kRead, swapped.slot(),
                     p.buffers->page(buffer),
                     kReadTagBit | static_cast<uint64_t>(buffer)});
@@ -950,15 +1073,19 @@ void Engine::Prefetch(RegionCore* core, PageIndex first, uint64_t count) {
     // Asked for explicitly: admitted as demand, not as a stream's pages
     // (which the policy would evict first). Out of read buffers: submit
     // what is queued, reap what completed, and try the page once more.
+    std::vector<int> held_hits;
     bool queued = QueueSwapIn(core, page, cur, /*readahead=*/true,
-                              /*sequential=*/false, &reads);
+                              /*sequential=*/false, /*marker=*/false, &reads,
+                              &held_hits);
     if (!queued && p.buffers->in_use() == p.buffers->pages()) {
       SubmitReads(&reads);
       DrainCompletions();
       const PageEntry again = core->table.Get(page);
       queued = again.state() == PageState::kSwapped &&
-               QueueSwapIn(core, page, again, true, false, &reads);
+               QueueSwapIn(core, page, again, true, false, false, &reads,
+                           &held_hits);
     }
+    for (int b : held_hits) OnReadDone(b, 0);
     if (!queued) {
       ReleaseFrames(1);
       continue;
@@ -977,7 +1104,7 @@ void Engine::OnReadDone(int buffer, int error) {
     return;
   }
   RegionCore* core = op.core;
-  p.swap_in_latency.Record(MonotonicNanos() - op.submit_ns);
+  if (!op.from_held) p.swap_in_latency.Record(MonotonicNanos() - op.submit_ns);
   // A snapshot may have marked the claimed page since the read started;
   // every entry published below keeps the mark (the bytes are unchanged).
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
@@ -1011,13 +1138,16 @@ void Engine::OnReadDone(int buffer, int error) {
     core->io_inflight.fetch_sub(1);
   };
   if (error != 0 && op.readahead) {
-    // Nobody waits for a page read ahead: leave it swapped out; a fault on
-    // it later reads it again (and reports a failure then).
+    // No fault asked for a page read ahead: leave it swapped out; a fault
+    // on it reads it again (and reports a failure then). One that touched
+    // it meanwhile waits for this claim: wake it to fault again.
     (void)core->table.Set(op.page, swapped());
     ReleaseFrames(1);
+    if (addr != 0) (void)uffd_->Wake(addr, page_size_);
     finish();
     return;
   }
+  if (op.marker && error == 0 && HoldMarker(buffer, claimed, addr)) return;
   if (error != 0) {
     // Never zero-fill in place of data we could not read: report it, keep
     // the slot (the data may still be readable later), and release the
@@ -1168,6 +1298,9 @@ void Engine::RetryPendingReads() {
 
 void Engine::SwapEverythingIn() {
   paging_->budget.SetBlocked(true);  // the application asked for all of it
+  // Every page comes in now: a marker held back would stay swapped out.
+  paging_->hold_markers.store(false);
+  for (int b : paging_->held->TakeAll()) paging_->buffers->Release(b);
   std::vector<std::pair<RegionCore*, PageIndex>> pages;
   {
     absl::ReaderMutexLock lock(&map_mu_);
@@ -1200,6 +1333,8 @@ void Engine::SwapEverythingIn() {
   }
   while (paging_->buffers->in_use() > 0) {
     DrainCompletions();
+    // A marker that got past hold_markers just before it was cleared.
+    for (int b : paging_->held->TakeAll()) paging_->buffers->Release(b);
     absl::SleepFor(absl::Microseconds(50));
   }
 }

@@ -130,6 +130,10 @@ struct Stats {
   uint64_t pages_swapped_out = 0;  // writes to the store completed
   uint64_t pages_swapped_in = 0;   // pages read back, by faults or read-ahead
   uint64_t pages_read_ahead = 0;   // of those, read ahead of a fault
+  // Read-ahead windows started before the stream needed them (its
+  // application touched the previous window's marker page), so no fault
+  // waited for their reads.
+  uint64_t read_ahead_async = 0;
   // Pages evicted without a write: swapped in, never written since, their
   // slot still valid. pages_dirtied: swapped-in pages written later.
   uint64_t clean_drops = 0;
