@@ -2,6 +2,8 @@
 
 #include <cstdint>
 #include <set>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -150,6 +152,56 @@ TEST(FaultAroundSizerTest, GrowsOnASequentialStreamAndResetsOnABreak) {
   s.Filled(PageIndex(21), 3);
   EXPECT_EQ(s.WindowFor(PageIndex(24)), 64u);
   EXPECT_EQ(s.WindowFor(PageIndex(25)), 16u) << "a gap breaks the stream";
+}
+
+TEST(FaultAroundSizerTest, MarkerIsTakenOnceAndOnlyAtItsPage) {
+  FaultAroundSizer s(16, 256);
+  EXPECT_FALSE(s.TakeMarker(PageIndex(10))) << "none armed";
+  s.SetMarker(PageIndex(10));
+  EXPECT_TRUE(s.IsMarker(PageIndex(10)));
+  EXPECT_FALSE(s.TakeMarker(PageIndex(11)));
+  EXPECT_TRUE(s.TakeMarker(PageIndex(10)));
+  EXPECT_FALSE(s.TakeMarker(PageIndex(10))) << "taken already";
+  EXPECT_FALSE(s.IsMarker(PageIndex(10)));
+  // A newer window's marker replaces the old one.
+  s.SetMarker(PageIndex(20));
+  s.SetMarker(PageIndex(30));
+  EXPECT_FALSE(s.TakeMarker(PageIndex(20)));
+  EXPECT_TRUE(s.TakeMarker(PageIndex(30)));
+}
+
+TEST(FaultAroundSizerTest, MarkerRaceHasOneWinner) {
+  FaultAroundSizer s(16, 256);
+  for (int round = 0; round < 200; ++round) {
+    s.SetMarker(PageIndex(round));
+    std::atomic<int> winners{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        if (s.TakeMarker(PageIndex(round))) ++winners;
+      });
+    }
+    for (auto& th : threads) th.join();
+    ASSERT_EQ(winners.load(), 1) << "round " << round;
+  }
+}
+
+TEST(FaultAroundSizerTest, GrowWindowDoublesUpToTheMaximum) {
+  FaultAroundSizer s(16, 256);
+  EXPECT_EQ(s.WindowFor(PageIndex(0)), 16u);
+  s.Filled(PageIndex(0), 16);
+  EXPECT_EQ(s.next(), PageIndex(16));
+  std::vector<uint32_t> grown;
+  for (int i = 0; i < 6; ++i) grown.push_back(s.GrowWindow());
+  EXPECT_EQ(grown, (std::vector<uint32_t>{32, 64, 128, 256, 256, 256}));
+  // A break in the stream starts over from the base.
+  EXPECT_EQ(s.WindowFor(PageIndex(1000)), 16u);
+  EXPECT_EQ(s.GrowWindow(), 32u);
+  // Hints: Sequential always reads the maximum, Random one page.
+  s.set_mode(FaultAroundSizer::Mode::kSequential);
+  EXPECT_EQ(s.GrowWindow(), 256u);
+  s.set_mode(FaultAroundSizer::Mode::kRandom);
+  EXPECT_EQ(s.GrowWindow(), 1u);
 }
 
 TEST(FaultAroundSizerTest, OffStaysOff) {
