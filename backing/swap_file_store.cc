@@ -237,7 +237,8 @@ std::deque<uint32_t>& SwapFileStore::QueueOf(uint32_t id) {
 
 std::deque<uint32_t>* SwapFileStore::NextQueue() {
   if (!queued_reads_.empty()) return &queued_reads_;
-  if (!queued_writes_.empty() && writes_in_ring_ < max_writes_in_ring_) {
+  if (!queued_writes_.empty() && writes_in_ring_ < max_writes_in_ring_ &&
+      write_pages_in_ring_ < kMaxWritePagesInRing) {
     return &queued_writes_;
   }
   return nullptr;
@@ -294,7 +295,10 @@ absl::Status SwapFileStore::Pump() {
       ops_[(*q)[i]].next = i + 1 < n ? (*q)[i + 1] : kNoOp;
     }
     q->erase(q->begin(), q->begin() + static_cast<ptrdiff_t>(n));
-    if (io.op == os::IoOp::kWrite) ++writes_in_ring_;
+    if (io.op == os::IoOp::kWrite) {
+      ++writes_in_ring_;
+      write_pages_in_ring_ += static_cast<uint32_t>(n);
+    }
     ++in_ring_;
     ++unsubmitted_;
   }
@@ -348,7 +352,10 @@ void SwapFileStore::HandleCompletion(const os::IoCompletion& c) {
     entry.push_back(id);
   }
   --in_ring_;
-  if (ops_[entry[0]].request.op == Request::Op::kWrite) --writes_in_ring_;
+  if (ops_[entry[0]].request.op == Request::Op::kWrite) {
+    --writes_in_ring_;
+    write_pages_in_ring_ -= static_cast<uint32_t>(entry.size());
+  }
   int error = c.error;
   // A transfer of zero bytes makes no progress: a read past the end of the
   // file (someone truncated it) or a write the device would not take.

@@ -8,7 +8,8 @@
 // entries are in flight (so the completion queue can never overflow),
 // submitting whenever the submission queue fills and once more at the end:
 // one io_uring_submit per batch that fits.
-// - Reads go first, and writes may hold at most kWriteShare of the ring:
+// - Reads go first, and writes may hold at most kWriteShareQuarters of the
+//   ring's entries and kMaxWritePagesInRing pages:
 //   a read has a faulting thread waiting for it, a write only frees a
 //   frame a little sooner. Queued behind a burst of eviction writes (FIFO,
 //   the old rule) a sequential swap-in read waited ~430 us at the median.
@@ -124,6 +125,10 @@ class SwapFileStore final : public BackingStore {
   // Writes hold at most this share of the ring's entries (in quarters):
   // the rest is kept for reads.
   static constexpr uint32_t kWriteShareQuarters = 3;
+  // And at most this many pages (1 MiB): a read the device queues behind
+  // writes waits for all of them, and ~1 MiB in flight already keeps this
+  // disk at its sequential rate (Device/SeqRead: 128 KiB at QD8).
+  static constexpr uint32_t kMaxWritePagesInRing = 256;
 
   // One accepted request, from Submit until its completion is reaped.
   struct Op {
@@ -193,6 +198,7 @@ class SwapFileStore final : public BackingStore {
   std::deque<Completion> ready_ ABSL_GUARDED_BY(mu_);
   uint32_t in_ring_ ABSL_GUARDED_BY(mu_) = 0;  // entries prepared, not reaped
   uint32_t writes_in_ring_ ABSL_GUARDED_BY(mu_) = 0;  // of which writes
+  uint32_t write_pages_in_ring_ ABSL_GUARDED_BY(mu_) = 0;  // their pages
   // Prepared entries the kernel has not taken yet (a transient submit
   // failure); retried by every later call.
   uint32_t unsubmitted_ ABSL_GUARDED_BY(mu_) = 0;

@@ -328,8 +328,9 @@ class Engine final : public FaultService::Handler {
   uint64_t SwapInWindow(RegionCore* core, PageIndex first,
                         PageEntry first_entry, uint64_t want, bool demand,
                         bool sequential, std::optional<PageIndex> marker);
-  // The stream of `core` reached its marker: reads its next window ahead.
-  void ReadAheadNext(RegionCore* core);
+  // The stream of `core` reached its marker at `at`: reads its next
+  // windows ahead (up to two windows past `at`).
+  void ReadAheadNext(RegionCore* core, PageIndex at);
   // A fault found `page` claimed (kFilling). If it is the stream's marker,
   // the next window starts now, and a marker page held back meanwhile is
   // served at once (kRetryLater is then not possible: kDone or the

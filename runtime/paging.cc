@@ -852,7 +852,7 @@ Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped,
   if (!at_marker && sizer.TakeMarker(t.page)) {
     // The stream reached the page its last window held back: it goes on,
     // so the next window starts now, ahead of it.
-    ReadAheadNext(t.core);
+    ReadAheadNext(t.core, t.page);
     at_marker = true;
   }
   if (at_marker) {
@@ -883,18 +883,27 @@ Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped,
              : Served::kRetryLater;
 }
 
-void Engine::ReadAheadNext(RegionCore* core) {
+void Engine::ReadAheadNext(RegionCore* core, PageIndex at) {
   FaultAroundSizer& sizer = core->fault_around;
-  const PageIndex first = sizer.next();
-  if (first.value() >= core->pages) return;
-  const uint64_t want = std::min<uint64_t>(sizer.GrowWindow(),
-                                           core->pages - first.value());
-  const PageEntry e = core->table.Get(first);
-  if (e.state() != PageState::kSwapped) return;  // the stream ran out
-  // The new window's first page is its marker: reached, it starts the
-  // window after.
-  if (SwapInWindow(core, first, e, want, /*demand=*/false,
-                   /*sequential=*/true, first) > 0) {
+  // Keep two windows ahead of the stream: one window ahead left the disk
+  // idle while the application worked through the last one (a window's
+  // read takes longer than reading its pages from memory), and the
+  // application waited at every window.
+  for (int started = 0; started < 2; ++started) {
+    const PageIndex first = sizer.next();
+    if (first.value() >= core->pages || first < at) return;
+    const uint64_t window = sizer.GrowWindow();
+    if (started > 0 && first.value() - at.value() >= 2 * window) return;
+    const uint64_t want =
+        std::min<uint64_t>(window, core->pages - first.value());
+    const PageEntry e = core->table.Get(first);
+    if (e.state() != PageState::kSwapped) return;  // the stream ran out
+    // The new window's first page is its marker: reached, it starts the
+    // window after (a later window's marker replaces an earlier one's).
+    if (SwapInWindow(core, first, e, want, /*demand=*/false,
+                     /*sequential=*/true, first) == 0) {
+      return;
+    }
     counters_.read_ahead_async.Add();
   }
 }
@@ -945,7 +954,7 @@ Engine::Served Engine::OnFaultAtFilling(const Target& t) {
   // The stream reached its marker while the marker's read is in flight:
   // its completion sees the marker taken and maps the page. If it has
   // held the page back already, serve it here.
-  ReadAheadNext(t.core);
+  ReadAheadNext(t.core, t.page);
   const PageEntry e = t.core->table.Get(t.page);
   if (e.state() == PageState::kSwapped) {
     return StartSwapIn(t, e, /*at_marker=*/true);
