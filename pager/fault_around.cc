@@ -23,20 +23,14 @@ PageRange FaultAroundWindow(PageIndex fault, uint64_t page_count,
 }
 
 uint32_t FaultAroundSizer::WindowFor(PageIndex fault) {
-  switch (mode()) {
-    case Mode::kSequential:
-      return max_;
-    case Mode::kRandom:
-      return 1;
-    case Mode::kAdaptive:
-      break;
+  // A hint ignores the stream; without one, a fault that continues the
+  // stream grows the window and any other starts over.
+  if (mode() != Mode::kAdaptive ||
+      fault.value() == next_.load(std::memory_order_relaxed)) {
+    return GrowWindow();
   }
-  uint32_t w = base_;
-  if (fault.value() == next_.load(std::memory_order_relaxed)) {
-    w = std::min<uint32_t>(max_, window_.load(std::memory_order_relaxed) * 2);
-  }
-  window_.store(w, std::memory_order_relaxed);
-  return w;
+  window_.store(base_, std::memory_order_relaxed);
+  return base_;
 }
 
 uint32_t FaultAroundSizer::GrowWindow() {

@@ -14,6 +14,15 @@
 //      the page is no longer pinned), publish kResident and wake.
 // Swap-in: CAS kSwapped -> kFilling, read the slot into a buffer, then
 // UFFDIO_COPY into the region (which wakes the faulting thread).
+// Read-ahead marker (asynchronous read-ahead): a window's marker page, read
+// with the window, goes back kFilling -> kSwapped with its bytes held by
+// slot (HoldMarker) while the region's sizer still has it armed. Touching
+// it then faults: the fault takes the marker (exactly one does), starts the
+// next windows, and claims the page like any swapped page, finding its
+// bytes held (no read). A fault that took the marker while the page was
+// still in flight waits for the read, whose completion then sees the
+// marker taken and maps the page; whoever may be waiting on a page being
+// held is woken, and faults again on a swapped page.
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
