@@ -38,10 +38,14 @@ using internal::Engine;
 namespace os = internal::os;
 
 // Address space nobody uses, reserved PROT_NONE (an mremap destination).
+// Far from other mappings (FarFreeRange): the tests check that ranges they
+// release stay unmapped.
 std::byte* Reserve(size_t len) {
-  void* p = mmap(nullptr, len, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  EXPECT_NE(p, MAP_FAILED);
+  void* p = mmap(FarFreeRange(len), len, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+                     MAP_FIXED_NOREPLACE,
+                 -1, 0);
+  EXPECT_NE(p, MAP_FAILED) << std::strerror(errno);
   return static_cast<std::byte*>(p);
 }
 
@@ -53,7 +57,11 @@ class AppEventsTest : public ::testing::Test {
     rt_ = MakeRuntime({.fault_around_max_pages = 16});
     ASSERT_NE(rt_, nullptr);
     ps_ = rt_->page_size();
-    auto r = rt_->Map({.size = kPages * ps_, .name = "events"});
+    // Far from other mappings: the tests check that what Unmap released
+    // stays unmapped (FarFreeRange).
+    auto r = rt_->Map({.size = kPages * ps_,
+                       .name = "events",
+                       .fixed_address = FarFreeRange(kPages * ps_)});
     ASSERT_TRUE(r.ok()) << r.status();
     region_ = *r;
     p_ = region_->data();

@@ -3,7 +3,9 @@
 #define UPAGER_TESTS_RUNTIME_RUNTIME_TEST_UTIL_H_
 
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -59,6 +61,33 @@ Stats SettledStats(const Rt& rt) {
     s = rt.stats();
   }
   return s;
+}
+
+// A start address for `len` bytes far below every mapping made so far, for
+// a test that will check a range it released is unmapped. The kernel gives
+// a new mmap the highest free gap that fits, so a range released among the
+// packed mappings is the next one handed out, and another mapper in the
+// process (a sanitizer's runtime, a thread stack) can take it between the
+// release and the check: a false failure, seen under TSan. A range 64 GiB
+// or more below the packed mappings, once released, joins the free space
+// whose top (far above it) is handed out next. Not reserved: pass it to a
+// MAP_FIXED_NOREPLACE mapping (RegionOptions::fixed_address does that).
+inline std::byte* FarFreeRange(size_t len) {
+  static std::atomic<uint64_t> calls{0};
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  // Where a fresh mapping lands now: the bottom of the packed mappings.
+  void* probe = mmap(nullptr, page, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (probe == MAP_FAILED) return nullptr;
+  const auto frontier = reinterpret_cast<uintptr_t>(probe);
+  munmap(probe, page);
+  // Each call 1 GiB further down (64 slots), 2 MiB aligned.
+  const uintptr_t below = (uintptr_t{64} << 30) +
+                          (calls.fetch_add(1) % 64) * (uintptr_t{1} << 30) +
+                          len;
+  if (frontier < below + (uintptr_t{1} << 32)) return nullptr;
+  return reinterpret_cast<std::byte*>((frontier - below) &
+                                      ~((uintptr_t{2} << 20) - 1));
 }
 
 // Is all of [p, p + len) mapped? Is none of it? (msync fails with ENOMEM
