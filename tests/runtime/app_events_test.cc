@@ -41,10 +41,7 @@ namespace os = internal::os;
 // Far from other mappings (FarFreeRange): the tests check that ranges they
 // release stay unmapped.
 std::byte* Reserve(size_t len) {
-  void* p = mmap(FarFreeRange(len), len, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
-                     MAP_FIXED_NOREPLACE,
-                 -1, 0);
+  void* p = FarReserve(len);
   EXPECT_NE(p, MAP_FAILED) << std::strerror(errno);
   return static_cast<std::byte*>(p);
 }
@@ -335,7 +332,10 @@ TEST(AppEventsScheduleTest, UnmapRightAfterMunmapLeavesTheHoleAlone) {
   DelayedEngine d = MakeDelayedEngine(1);
   ASSERT_NE(d.engine, nullptr);
   const size_t ps = d.engine->page_size();
-  auto r = d.engine->Map({.size = 16 * ps, .name = "hole"});
+  // Far from other mappings, so nobody but the test takes the hole below.
+  auto r = d.engine->Map({.size = 16 * ps,
+                          .name = "hole",
+                          .fixed_address = FarFreeRange(16 * ps)});
   ASSERT_TRUE(r.ok()) << r.status();
   std::byte* p = (*r)->data();
   std::memset(p, 0x11, 16 * ps);

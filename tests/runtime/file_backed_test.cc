@@ -142,8 +142,9 @@ TEST(FileBackedTest, RemapKeepsServingFromTheFile) {
   ASSERT_TRUE(r.ok());
   auto* p = reinterpret_cast<unsigned char*>((*r)->data());
   ASSERT_EQ(std::memcmp(p, file.contents().data(), 4 * kPage), 0);
-  void* dst = mmap(nullptr, 32 * kPage, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // Far from other mappings: it is checked unmapped at the end
+  // (FarFreeRange).
+  void* dst = FarReserve(32 * kPage);
   ASSERT_NE(dst, MAP_FAILED);
   ASSERT_EQ(mremap(p, 32 * kPage, 32 * kPage, MREMAP_MAYMOVE | MREMAP_FIXED,
                    dst),

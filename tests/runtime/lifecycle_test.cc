@@ -317,9 +317,14 @@ TEST(TeardownTest, DestroyUnmapsRemainingRegions) {
   auto rt = MakeRuntime();
   ASSERT_NE(rt, nullptr);
   const size_t ps = rt->page_size();
-  auto a = rt->Map({.size = 64 * ps, .name = "written"});
-  auto b = rt->Map({.size = 64 * ps, .name = "untouched"});
-  auto c = rt->Map({.size = 64 * ps, .name = "moved"});
+  // Far from other mappings: the ranges are checked unmapped at the end
+  // (FarFreeRange).
+  auto a = rt->Map({.size = 64 * ps, .name = "written",
+                    .fixed_address = FarFreeRange(64 * ps)});
+  auto b = rt->Map({.size = 64 * ps, .name = "untouched",
+                    .fixed_address = FarFreeRange(64 * ps)});
+  auto c = rt->Map({.size = 64 * ps, .name = "moved",
+                    .fixed_address = FarFreeRange(64 * ps)});
   ASSERT_TRUE(a.ok() && b.ok() && c.ok());
   std::byte* const pa = (*a)->data();
   std::byte* const pb = (*b)->data();
@@ -329,8 +334,7 @@ TEST(TeardownTest, DestroyUnmapsRemainingRegions) {
   ASSERT_EQ(std::memcmp(pa, shadow.data(), shadow.size()), 0);
   // The third region is moved by the application first: ~Runtime must find
   // it at its new address.
-  void* dst = mmap(nullptr, 64 * ps, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* dst = FarReserve(64 * ps);
   ASSERT_NE(dst, MAP_FAILED);
   std::memcpy((*c)->data(), shadow.data(), ps);
   ASSERT_EQ(mremap((*c)->data(), 64 * ps, 64 * ps,

@@ -90,6 +90,14 @@ inline std::byte* FarFreeRange(size_t len) {
                                       ~((uintptr_t{2} << 20) - 1));
 }
 
+// `len` bytes of PROT_NONE at FarFreeRange(len) (an mremap target), or
+// MAP_FAILED.
+inline void* FarReserve(size_t len) {
+  return mmap(FarFreeRange(len), len, PROT_NONE,
+              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+              -1, 0);
+}
+
 // Is all of [p, p + len) mapped? Is none of it? (msync fails with ENOMEM
 // on a range with unmapped pages.)
 inline bool IsMapped(const void* p, size_t len) {
