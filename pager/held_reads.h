@@ -8,7 +8,9 @@
 // Losing an entry loses nothing: the slot still holds the same bytes. So
 // the set is small and bounded, pushing out its oldest entry when full, and
 // a slot freed (its page dropped, rewritten, unmapped) must be dropped from
-// it (Take), since a later owner of the slot would have other bytes.
+// it (Take), since a later owner of the slot would have other bytes. A
+// stream holds one marker at a time, so the set holds a few entries and a
+// linear search is all it needs.
 //
 // Thread-safety: every method may be called from any thread.
 #ifndef UPAGER_PAGER_HELD_READS_H_
@@ -17,11 +19,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 
 namespace upager::internal {
@@ -48,12 +49,10 @@ class HeldReads {
 
  private:
   const size_t capacity_;
-  std::atomic<size_t> count_{0};  // buffers_.size(), readable without mu_
+  std::atomic<size_t> count_{0};  // held_.size(), readable without mu_
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, int> buffers_ ABSL_GUARDED_BY(mu_);
-  // Slots in the order they were held; entries taken since are skipped
-  // when found here (buffers_ no longer has them).
-  std::deque<uint64_t> order_ ABSL_GUARDED_BY(mu_);
+  // (slot, buffer), oldest first.
+  std::vector<std::pair<uint64_t, int>> held_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace upager::internal

@@ -320,14 +320,22 @@ class Engine final : public FaultService::Handler {
   // already; only this page is read.
   Served StartSwapIn(const Target& t, PageEntry swapped,
                      bool at_marker = false);
+  // What a swap-in window is for.
+  enum class SwapIn : uint8_t {
+    kRandom,     // a fault outside any stream: its page alone
+    kStream,     // a fault that starts or continues a stream: its window
+    kMarker,     // a fault at a stream's marker: the page alone, inside the
+                 // window already read (the stream does not move back)
+    kReadAhead,  // no fault waits: a stream's next window
+  };
   // Starts reads for the swapped pages of [first, first + want) (stopping
   // at the first that is not swapped, or short of frames or buffers),
-  // holding `marker` back if it is among them. `demand`: a fault waits for
-  // `first` (whose entry the caller read as `first_entry`). Returns the
-  // pages claimed.
+  // holding `marker` back if it is among them. Except for kReadAhead, a
+  // fault waits for `first`, whose entry the caller read as `first_entry`.
+  // Returns the pages claimed.
   uint64_t SwapInWindow(RegionCore* core, PageIndex first,
-                        PageEntry first_entry, uint64_t want, bool demand,
-                        bool sequential, std::optional<PageIndex> marker);
+                        PageEntry first_entry, uint64_t want, SwapIn kind,
+                        std::optional<PageIndex> marker);
   // The stream of `core` reached its marker at `at`: reads its next
   // windows ahead (up to two windows past `at`).
   void ReadAheadNext(RegionCore* core, PageIndex at);
@@ -363,10 +371,6 @@ class Engine final : public FaultService::Handler {
   // or unprotected with its slot freed or given to a snapshot) and counts
   // it; the caller admits it to the policy.
   void PublishSwappedIn(const IoOp& op, uint64_t mark, bool write_protected);
-  // Address of [first, first + count) of `core` when it lies in one
-  // mapped interval, else 0.
-  uintptr_t RunAddressOf(RegionCore* core, PageIndex first,
-                         uint64_t count) const;
   void RetryPendingReads();
   // Claims swapped page `page` (kSwapped -> kFilling) with a read buffer
   // and appends its read to *reads; false if no buffer is free or the
@@ -383,8 +387,10 @@ class Engine final : public FaultService::Handler {
   // Starts reads for the swapped pages of [first, first + count) (WillNeed).
   void Prefetch(RegionCore* core, PageIndex first, uint64_t count);
   // Current address of `page` of `core`, or 0 if the application unmapped
-  // it.
-  uintptr_t AddressOf(RegionCore* core, PageIndex page) const;
+  // it; with `count`, of [page, page + count), or 0 unless it lies in one
+  // mapped interval (one stretch of memory).
+  uintptr_t AddressOf(RegionCore* core, PageIndex page,
+                      uint64_t count = 1) const;
   void AdmitToPolicy(RegionCore* core, PageIndex first, uint64_t count,
                      bool sequential);
   // Reads every paged-out page back into its region (~Engine when the

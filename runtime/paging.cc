@@ -262,20 +262,25 @@ void Engine::AdmitToPolicy(RegionCore* core, PageIndex first, uint64_t count,
                                     : AdmitKind::kDemand);
 }
 
-uintptr_t Engine::AddressOf(RegionCore* core, PageIndex page) const {
+uintptr_t Engine::AddressOf(RegionCore* core, PageIndex page,
+                            uint64_t count) const {
   absl::ReaderMutexLock lock(&map_mu_);
+  // The interval holding the first page must hold the last one too.
+  auto within = [&](const auto& iv, uintptr_t addr) {
+    return addr + count * page_size_ <= iv.end ? addr : 0;
+  };
   // Common case: the page is where Map put it.
   const uintptr_t guess = core->base + page.value() * page_size_;
   if (auto iv = map_.Find(guess); iv.has_value() && iv->owner == core &&
                                   iv->first_page.value() +
                                           (guess - iv->start) / page_size_ ==
                                       page.value()) {
-    return guess;
+    return within(*iv, guess);
   }
   for (const auto& iv : map_.IntervalsOf(core)) {
     const uint64_t n = (iv.end - iv.start) / page_size_;
     if (page >= iv.first_page && page.value() < iv.first_page.value() + n) {
-      return iv.start + (page - iv.first_page) * page_size_;
+      return within(iv, iv.start + (page - iv.first_page) * page_size_);
     }
   }
   return 0;
@@ -866,8 +871,8 @@ Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped,
   }
   if (at_marker) {
     // Only this page (its bytes are most likely held: no read).
-    return SwapInWindow(t.core, t.page, swapped, 1, /*demand=*/true,
-                        /*sequential=*/true, std::nullopt) > 0
+    return SwapInWindow(t.core, t.page, swapped, 1, SwapIn::kMarker,
+                        std::nullopt) > 0
                ? Served::kDone
                : Served::kRetryLater;
   }
@@ -886,8 +891,9 @@ Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped,
       sequential ? std::min<uint64_t>(window, limit - t.page.value()) : 1;
   std::optional<PageIndex> marker;
   if (want > 1) marker = t.page + 1;
-  return SwapInWindow(t.core, t.page, swapped, want, /*demand=*/true,
-                      sequential, marker) > 0
+  return SwapInWindow(t.core, t.page, swapped, want,
+                      sequential ? SwapIn::kStream : SwapIn::kRandom,
+                      marker) > 0
              ? Served::kDone
              : Served::kRetryLater;
 }
@@ -909,8 +915,7 @@ void Engine::ReadAheadNext(RegionCore* core, PageIndex at) {
     if (e.state() != PageState::kSwapped) return;  // the stream ran out
     // The new window's first page is its marker: reached, it starts the
     // window after (a later window's marker replaces an earlier one's).
-    if (SwapInWindow(core, first, e, want, /*demand=*/false,
-                     /*sequential=*/true, first) == 0) {
+    if (SwapInWindow(core, first, e, want, SwapIn::kReadAhead, first) == 0) {
       return;
     }
     counters_.read_ahead_async.Add();
@@ -919,8 +924,9 @@ void Engine::ReadAheadNext(RegionCore* core, PageIndex at) {
 
 uint64_t Engine::SwapInWindow(RegionCore* core, PageIndex first,
                               PageEntry first_entry, uint64_t want,
-                              bool demand, bool sequential,
-                              std::optional<PageIndex> marker) {
+                              SwapIn kind, std::optional<PageIndex> marker) {
+  const bool demand = kind != SwapIn::kReadAhead;  // a fault waits for `first`
+  const bool sequential = kind != SwapIn::kRandom;
   const uint64_t frames = ReserveFrames(want);
   if (frames == 0) return 0;
   std::vector<BackingStore::Request> reads;
@@ -940,11 +946,9 @@ uint64_t Engine::SwapInWindow(RegionCore* core, PageIndex first,
   }
   if (frames > claimed) ReleaseFrames(frames - claimed);
   if (claimed == 0) return 0;  // changed under us
-  // The stream's window moves on; a marker served alone is inside the
-  // window already read, and must not pull it back.
-  if (!(demand && want == 1 && sequential)) {
-    core->fault_around.Filled(first, claimed);
-  }
+  // The stream's window moves on; a marker is inside the window already
+  // read, and must not pull it back.
+  if (kind != SwapIn::kMarker) core->fault_around.Filled(first, claimed);
   // Armed before the reads start: the marker's completion holds the page
   // back only while it is armed.
   if (marker_claimed) core->fault_around.SetMarker(*marker);
@@ -1255,7 +1259,7 @@ void Engine::OnReadRun(int first, size_t count) {
     // page is still claimed for this read and the run is one stretch of
     // the application's mapping; whatever that does not cover goes page by
     // page below, the way OnReadDone handles each case.
-    const uintptr_t addr = RunAddressOf(core, head.page, count);
+    const uintptr_t addr = AddressOf(core, head.page, count);
     bool whole = addr != 0;
     for (size_t i = 0; whole && i < count; ++i) {
       const PageEntry e = core->table.Get(head.page + i);
@@ -1282,19 +1286,6 @@ void Engine::OnReadRun(int first, size_t count) {
   for (size_t i = copied; i < count; ++i) {
     OnReadDone(first + static_cast<int>(i), 0);
   }
-}
-
-uintptr_t Engine::RunAddressOf(RegionCore* core, PageIndex first,
-                               uint64_t count) const {
-  const uintptr_t addr = AddressOf(core, first);
-  if (addr == 0) return 0;
-  absl::ReaderMutexLock lock(&map_mu_);
-  // The interval holding the first page must hold the last one too.
-  const auto iv = map_.Find(addr);
-  return iv.has_value() && iv->owner == core &&
-                 addr + count * page_size_ <= iv->end
-             ? addr
-             : 0;
 }
 
 void Engine::RetryPendingReads() {

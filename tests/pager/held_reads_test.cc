@@ -61,8 +61,8 @@ TEST(HeldReadsTest, TakeAllEmptiesIt) {
 }
 
 TEST(HeldReadsTest, ManyHoldsAndTakesStayBounded) {
-  // Taken entries leave stale slots in the push-out order; they must not
-  // make a later push-out return a buffer that is no longer held.
+  // Takes between holds must never make a later push-out return a buffer
+  // that is no longer held.
   HeldReads h(4);
   for (uint64_t s = 0; s < 10000; ++s) {
     const int out = h.Hold(s, static_cast<int>(s));
