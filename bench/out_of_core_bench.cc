@@ -46,12 +46,13 @@ namespace {
 class UpagerWorkingSet : public OocFixture {
  public:
   static absl::StatusOr<std::unique_ptr<UpagerWorkingSet>> Build(
-      OocWorkload workload, int threads) {
+      OocWorkload workload, int threads, bool read_spin) {
     std::unique_ptr<UpagerWorkingSet> ws(
         new UpagerWorkingSet(OocTimedParts(workload)));
     ws->plan_ = MakeOocPlan(workload, threads);
     RuntimeOptions o;
     o.resident_budget_bytes = kOocBudgetBytes;
+    if (!read_spin) o.swap_in_spin_ns = 0;
     o.swap.path = absl::StrCat(OocSwapDir(), "/upager-ooc-", getpid(), ".swap");
     // Every page of the working set fits, so the store never fills.
     o.swap.capacity_bytes = kOocWorkingSetBytes;
@@ -125,9 +126,10 @@ struct Tally {
   }
 };
 
-void BM_OutOfCore(benchmark::State& state, OocWorkload workload, int threads) {
-  const std::string key =
-      absl::StrFormat("upager/%d/%d", static_cast<int>(workload), threads);
+void BM_OutOfCore(benchmark::State& state, OocWorkload workload, int threads,
+                  bool read_spin = true) {
+  const std::string key = absl::StrFormat(
+      "upager/%d/%d/%d", static_cast<int>(workload), threads, read_spin);
   int64_t elapsed_ns = 0;
   uint64_t accesses = 0;
   Tally tally;
@@ -135,7 +137,9 @@ void BM_OutOfCore(benchmark::State& state, OocWorkload workload, int threads) {
   std::vector<int64_t> latencies;
   for (auto _ : state) {
     absl::StatusOr<UpagerWorkingSet*> ws = AcquireOocFixture<UpagerWorkingSet>(
-        key, [&] { return UpagerWorkingSet::Build(workload, threads); });
+        key, [&] {
+          return UpagerWorkingSet::Build(workload, threads, read_spin);
+        });
     if (SkipIfError(state, ws.status())) break;
     Runtime& rt = (*ws)->runtime();
     const int slice = (*ws)->TakeSlice();
@@ -202,6 +206,14 @@ BENCHMARK_CAPTURE(BM_OutOfCore, seq_read, OocWorkload::kSeqRead, 1)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_OutOfCore, rand_read, OocWorkload::kRandRead, 1)
     ->Name("OutOfCore/RandRead4K/upager")
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+// The default without RuntimeOptions::swap_in_spin_ns: the service thread
+// sleeps while the read is in flight, and the completion must wake it.
+BENCHMARK_CAPTURE(BM_OutOfCore, rand_read_nospin, OocWorkload::kRandRead, 1,
+                  /*read_spin=*/false)
+    ->Name("OutOfCore/RandRead4K/upager-nospin")
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);

@@ -145,6 +145,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   if (options.pin_service_threads) config.cpus = cpus;
   config.idle_priority = options.service_idle_priority;
   config.spin_ns = options.service_spin_ns;
+  config.read_spin_ns = options.swap_in_spin_ns;
   auto service = FaultService::Start(e->uffd_.get(), e.get(), std::move(config));
   if (!service.ok()) return service.status();
   e->service_ = std::move(*service);

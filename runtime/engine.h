@@ -171,6 +171,8 @@ class Engine final : public FaultService::Handler {
   void EventsBegin() override;
   void EventsEnd() override;
   void AfterBatch() override;
+  bool TakeAwaitedReadSubmitted() override;
+  bool ReadsAwaited() const override;
   void Abandon(absl::Span<const os::UffdEvent> deferred) override;
 
   static uint64_t WantedFeatures();
@@ -221,6 +223,9 @@ class Engine final : public FaultService::Handler {
     // (pager/held_reads.h) so that touching it starts the next window.
     bool marker = false;
     bool from_held = false;  // reads: served from a held marker, no I/O
+    // reads: a fault waits for this I/O; counted in Paging::awaited_reads
+    // until its completion arrives.
+    bool awaited = false;
     // reads: a synchronous slot read (Engine::ReadSlot) waits on this for
     // the completion's errno; no page is filled.
     std::atomic<int>* sync_result = nullptr;
@@ -248,6 +253,9 @@ class Engine final : public FaultService::Handler {
     // Read-ahead markers' buffers, by slot, until a swap-in takes them.
     std::unique_ptr<HeldReads> held;
     std::atomic<bool> hold_markers{true};  // false once everything comes in
+    // Reads a fault waits for, submitted and not completed (the service
+    // threads poll while there are any: FaultService::Config::read_spin_ns).
+    std::atomic<int64_t> awaited_reads{0};
     absl::Mutex zap_mu;
     std::vector<int> zap ABSL_GUARDED_BY(zap_mu);  // staging pages to drop
     std::vector<IoOp> writes;            // by staging index
@@ -363,6 +371,9 @@ class Engine final : public FaultService::Handler {
   // or its write failed); retried after the next read on EAGAIN.
   void CompleteMoveBack(int staging);
   void OnReadDone(int buffer, int error);
+  // A read's completion (or its refusal) arrived: it no longer counts as
+  // awaited (Paging::awaited_reads).
+  void ReadArrived(int buffer);
   // Reads into buffers [first, first + count) that completed together
   // without error, for consecutive pages of one region: filled with one
   // UFFDIO_COPY when nothing about them changed, else page by page.

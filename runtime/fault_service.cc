@@ -131,14 +131,19 @@ void FaultService::Loop(int index) {
                       handler_->HandoffFd()};
   const size_t nfds = guard ? 2 : 5;
   std::atomic<uint64_t>& epoch = epochs_[index].value;
-  // Config::spin_ns: until then, poll without sleeping.
+  // Config::spin_ns and read_spin_ns: until then, poll without sleeping
+  // (the latter only while a read a fault waits for is in flight).
   uint64_t spin_until = 0;
+  uint64_t read_spin_until = 0;
   while (true) {
     uint64_t ready = 0;
     // With deferred faults, wake up soon even if nothing new arrives: the
     // event that made the kernel answer EAGAIN may be read by another
     // service thread, and a kick may go to another thread.
-    const bool spinning = spin_until != 0 && MonotonicNanos() < spin_until;
+    const uint64_t now =
+        spin_until != 0 || read_spin_until != 0 ? MonotonicNanos() : 0;
+    const bool spinning =
+        now < spin_until || (now < read_spin_until && handler_->ReadsAwaited());
     const int timeout_ms = spinning ? 0 : deferred.empty() ? -1 : 1;
     if (const int err = os::PollReadable(absl::MakeConstSpan(fds, nfds),
                                          timeout_ms, &ready);
@@ -190,6 +195,14 @@ void FaultService::Loop(int index) {
     }
     batch.resize(config_.batch);
     handler_->AfterBatch();
+    // The faulting thread sleeps until the read completes, so its CPU,
+    // where this thread is pinned, idles anyway: polling saves the
+    // wake-up of this thread, which must run the completion's io_uring
+    // task work before anything can be mapped (README, "Paging").
+    if (!guard && config_.read_spin_ns != 0 &&
+        handler_->TakeAwaitedReadSubmitted()) {
+      read_spin_until = MonotonicNanos() + config_.read_spin_ns;
+    }
     epoch.fetch_add(1, std::memory_order_acq_rel);  // even: idle
   }
   handler_->Abandon(deferred);

@@ -89,6 +89,11 @@ class FaultService {
     virtual void EventsEnd() {}
     // After every batch: faults may have been resolved.
     virtual void AfterBatch() {}
+    // Whether this thread submitted, since the last call, a read that a
+    // faulting thread waits for; and whether any such read is in flight.
+    // Config::read_spin_ns: the thread polls without sleeping while it is.
+    virtual bool TakeAwaitedReadSubmitted() { return false; }
+    virtual bool ReadsAwaited() const { return false; }
     // A serving thread stops with these faults still deferred: nobody
     // will serve them (signal mode: their threads must be released).
     virtual void Abandon(absl::Span<const os::UffdEvent> deferred) {
@@ -102,6 +107,9 @@ class FaultService {
     std::vector<int> cpus;  // non-empty: thread i pinned to cpus[i % size]
     bool idle_priority = false;  // SCHED_IDLE + a normal-priority guard
     uint32_t spin_ns = 0;  // poll without sleeping this long after a batch
+    // After submitting a read a fault waits for: poll without sleeping
+    // until no such read is in flight, for at most this long.
+    uint32_t read_spin_ns = 0;
   };
   static constexpr int kGuardDelayMs = 1;
 

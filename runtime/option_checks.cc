@@ -50,6 +50,11 @@ absl::Status CheckFaultOptions(const RuntimeOptions& o, size_t page_size) {
         absl::StrCat("RuntimeOptions.service_spin_ns = ", o.service_spin_ns,
                      " is above ", RuntimeOptions::kMaxServiceSpinNs));
   }
+  if (o.swap_in_spin_ns > RuntimeOptions::kMaxServiceSpinNs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RuntimeOptions.swap_in_spin_ns = ", o.swap_in_spin_ns,
+                     " is above ", RuntimeOptions::kMaxServiceSpinNs));
+  }
   if (o.max_events_per_read < 1 || o.max_events_per_read > 64) {
     return absl::InvalidArgumentError(absl::StrCat(
         "RuntimeOptions.max_events_per_read = ", o.max_events_per_read,

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -43,6 +44,10 @@ namespace {
 
 // Retry-list entries for a move-back (eviction cancelled) hit by EAGAIN.
 constexpr uint64_t kWriteRetryBit = 1ull << 61;
+
+// Set when this thread queued a read a fault waits for; the service loop
+// takes it after its batch (Engine::TakeAwaitedReadSubmitted).
+thread_local bool t_awaited_read_queued = false;
 // Staging pages (writes in flight) and swap-in buffers (reads in flight).
 constexpr size_t kStagingPages = 1024;  // 4 MiB
 // Two read-ahead windows of fault_around_max_pages (256 by default) in
@@ -589,6 +594,11 @@ void Engine::HandleCompletions(
     return b == first + static_cast<int>(k) && op.sync_result == nullptr &&
            !op.marker && op.core == head.core && op.page == head.page + k;
   };
+  for (const BackingStore::Completion& c : done) {
+    if ((c.tag & kReadTagBit) && !(c.tag & kSpillTagBit)) {
+      ReadArrived(static_cast<int>(c.tag & ~kReadTagBit));
+    }
+  }
   for (size_t i = 0; i < done.size();) {
     const BackingStore::Completion& c = done[i];
     if (c.tag & kSpillTagBit) {
@@ -1045,6 +1055,11 @@ bool Engine::QueueSwapIn(RegionCore* core, PageIndex page, PageEntry swapped,
   op.sequential = sequential;
   op.marker = marker && held == HeldReads::kNone;
   op.from_held = held != HeldReads::kNone;
+  op.awaited = !readahead && !op.from_held;
+  if (op.awaited) {
+    p.awaited_reads.fetch_add(1, std::memory_order_relaxed);
+    t_awaited_read_queued = true;
+  }
   p.reads[buffer] = op;
   if (held != HeldReads::kNone) {
     held_hits->push_back(buffer);
@@ -1061,7 +1076,9 @@ void Engine::SubmitReads(std::vector<BackingStore::Request>* reads) {
   if (absl::Status s = paging_->store->Submit(*reads); !s.ok()) {
     RecordError(s);
     for (const auto& r : *reads) {
-      OnReadDone(static_cast<int>(r.tag & ~kReadTagBit), EIO);
+      const auto buffer = static_cast<int>(r.tag & ~kReadTagBit);
+      ReadArrived(buffer);
+      OnReadDone(buffer, EIO);
     }
   } else if (paging_->store->completion_fd() < 0) {
     DrainCompletions();
@@ -1368,5 +1385,21 @@ int Engine::ExtraFd() const {
 }
 
 void Engine::OnExtraReady() { DrainCompletions(); }
+
+void Engine::ReadArrived(int buffer) {
+  IoOp& op = paging_->reads[buffer];
+  if (!op.awaited) return;
+  op.awaited = false;
+  paging_->awaited_reads.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool Engine::TakeAwaitedReadSubmitted() {
+  return std::exchange(t_awaited_read_queued, false);
+}
+
+bool Engine::ReadsAwaited() const {
+  return paging_ != nullptr &&
+         paging_->awaited_reads.load(std::memory_order_relaxed) > 0;
+}
 
 }  // namespace upager::internal

@@ -120,6 +120,7 @@ RuntimeOptions ConsumeRuntimeOptions(FuzzedDataProvider& in) {
   o.unmap_regions_on_destroy = in.ConsumeBool();
   o.service_spin_ns = in.ConsumeIntegral<uint32_t>();
   o.fault_mode = static_cast<FaultMode>(in.ConsumeIntegral<int>());
+  o.swap_in_spin_ns = in.ConsumeIntegral<uint32_t>();
   return o;
 }
 
@@ -145,8 +146,8 @@ size_t ConsumePageSize(FuzzedDataProvider& in) {
 
 // CheckRuntimeOptions, against upager/options.h: service_threads
 // 0..kMaxServiceThreads, fault_around_pages and fault_around_max_pages
-// 1..kMaxFaultAroundPages, max_events_per_read 1..64, service_spin_ns
-// 0..kMaxServiceSpinNs, fault_mode kThread or kSignal, uffd_open a named
+// 1..kMaxFaultAroundPages, max_events_per_read 1..64, service_spin_ns and
+// swap_in_spin_ns 0..kMaxServiceSpinNs, fault_mode kThread or kSignal, uffd_open a named
 // UffdOpenMode; zero_pool_bytes, when set, a multiple of the page size, at
 // most kMaxZeroPoolBytes and (with a budget) at most the budget. With a
 // budget (resident_budget_bytes != 0): at least one page and at most
@@ -174,6 +175,8 @@ void CheckRuntimeOptions(const RuntimeOptions& o, size_t page_size) {
             in(o.max_events_per_read, 1, 64)),
       field("service_spin_ns", o.service_spin_ns,
             in(o.service_spin_ns, 0, RuntimeOptions::kMaxServiceSpinNs)),
+      field("swap_in_spin_ns", o.swap_in_spin_ns,
+            in(o.swap_in_spin_ns, 0, RuntimeOptions::kMaxServiceSpinNs)),
       field("fault_mode", static_cast<int>(o.fault_mode),
             in(static_cast<int>(o.fault_mode), 0, 1)),
       field("uffd_open", static_cast<int>(o.uffd_open),

@@ -7,12 +7,18 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "runtime/fault_service.h"
+#include "runtime/os/userfaultfd.h"
 #include "tests/test_support.h"
 #include "upager/upager.h"
 
 namespace upager::testing {
 namespace {
+
+namespace os = internal::os;
 
 std::vector<int> Cpus() {
   cpu_set_t set;
@@ -102,6 +108,98 @@ TEST(FaultServiceTest, DefaultNormalPriorityHasNoGuard) {
   for (size_t i = 0; i < 64 * 4096; i += 4096) {
     ASSERT_EQ(static_cast<int>((*region)->data()[i]), 7);
   }
+}
+
+// A handler with no faults to serve: a kick runs an empty batch, after
+// which it reports (once) that an awaited read was submitted; the test
+// says whether that read is still in flight and counts how often the loop
+// asks.
+class AwaitedReadHandler : public internal::FaultService::Handler {
+ public:
+  void ApplyEvents(absl::Span<const os::UffdEvent>) override {}
+  void Serve(absl::Span<const os::UffdEvent>, uint64_t,
+             std::vector<os::UffdEvent>*) override {}
+  void OnServiceError(absl::Status) override {}
+  bool TakeAwaitedReadSubmitted() override {
+    return submitted.exchange(false);
+  }
+  bool ReadsAwaited() const override {
+    asks.fetch_add(1);
+    return awaited.load();
+  }
+  std::atomic<bool> submitted{false};
+  std::atomic<bool> awaited{false};
+  mutable std::atomic<uint64_t> asks{0};
+};
+
+// Asks counted over `d`, once the loop had `settle` to reach its state.
+uint64_t AsksDuring(const AwaitedReadHandler& h, absl::Duration settle,
+                    absl::Duration d) {
+  absl::SleepFor(settle);
+  const uint64_t before = h.asks.load();
+  absl::SleepFor(d);
+  return h.asks.load() - before;
+}
+
+TEST(FaultServiceTest, PollsWhileAnAwaitedReadIsInFlightThenSleeps) {
+  auto uffd = os::OpenUffd({});
+  ASSERT_TRUE(uffd.ok()) << uffd.status();
+  AwaitedReadHandler h;
+  // A long spin, so that the test sees it however slowly it runs.
+  internal::FaultService::Config config;
+  config.threads = 1;
+  config.read_spin_ns = 1'000'000'000;
+  auto service = internal::FaultService::Start(uffd->get(), &h, config);
+  ASSERT_TRUE(service.ok()) << service.status();
+
+  // Asleep: nothing is asked.
+  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(20), absl::Milliseconds(50)), 0u);
+  // A read submitted and in flight: the loop polls, asking each time.
+  h.awaited = true;
+  h.submitted = true;
+  (*service)->Kick();
+  ASSERT_TRUE(Eventually([&] { return !h.submitted.load(); }));
+  EXPECT_GT(AsksDuring(h, absl::Milliseconds(5), absl::Milliseconds(50)), 10u);
+  // Completed: the loop goes back to sleep at once.
+  h.awaited = false;
+  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(20), absl::Milliseconds(50)), 0u);
+  (*service)->Stop();
+}
+
+TEST(FaultServiceTest, StopsPollingForAReadAfterReadSpinNs) {
+  auto uffd = os::OpenUffd({});
+  ASSERT_TRUE(uffd.ok()) << uffd.status();
+  AwaitedReadHandler h;
+  internal::FaultService::Config config;
+  config.threads = 1;
+  config.read_spin_ns = 2'000'000;  // 2 ms
+  auto service = internal::FaultService::Start(uffd->get(), &h, config);
+  ASSERT_TRUE(service.ok()) << service.status();
+  // The read never completes: after 2 ms the loop sleeps regardless.
+  h.awaited = true;
+  h.submitted = true;
+  (*service)->Kick();
+  ASSERT_TRUE(Eventually([&] { return !h.submitted.load(); }));
+  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(100), absl::Milliseconds(50)),
+            0u);
+  (*service)->Stop();
+}
+
+TEST(FaultServiceTest, NoReadSpinWhenOff) {
+  auto uffd = os::OpenUffd({});
+  ASSERT_TRUE(uffd.ok()) << uffd.status();
+  AwaitedReadHandler h;
+  internal::FaultService::Config config;
+  config.threads = 1;  // read_spin_ns = 0
+  auto service = internal::FaultService::Start(uffd->get(), &h, config);
+  ASSERT_TRUE(service.ok()) << service.status();
+  h.awaited = true;
+  h.submitted = true;
+  (*service)->Kick();
+  // With the spin off the loop never asks whether one was submitted.
+  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(20), absl::Milliseconds(50)), 0u);
+  EXPECT_TRUE(h.submitted.load());
+  (*service)->Stop();
 }
 
 }  // namespace

@@ -126,6 +126,8 @@ TEST(RuntimeOptionsTest, OutOfRangeValuesAreRejectedNamingTheValue) {
        [](RuntimeOptions& o, int64_t v) { o.max_events_per_read = static_cast<uint32_t>(v); }},
       {"service_spin_ns", 1000001,
        [](RuntimeOptions& o, int64_t v) { o.service_spin_ns = static_cast<uint32_t>(v); }},
+      {"swap_in_spin_ns", 1000001,
+       [](RuntimeOptions& o, int64_t v) { o.swap_in_spin_ns = static_cast<uint32_t>(v); }},
       {"uffd_open", 9,
        [](RuntimeOptions& o, int64_t v) { o.uffd_open = static_cast<UffdOpenMode>(v); }},
       {"fault_mode", 7,
