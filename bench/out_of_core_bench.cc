@@ -16,6 +16,9 @@
 //       store per page accessed (read-ahead counts as read);
 //   hit_ratio (HotCold)  1 - swapins_per_page: accesses the budget absorbed;
 //   budget_waits  faults that found no free frame and waited for eviction;
+//   read_ahead_hit_ratio / read_ahead_waste_ratio  Stats::read_ahead_hits /
+//       read_ahead_waste per page read ahead (the rest: still ahead of the
+//       stream when the part ended);
 //   faults_per_page, service_ns  uffd faults per page, and the mean time a
 //       service thread spent on one (read to wake, not waiting for I/O);
 //   swap_in_p50_ns / swap_in_p99_ns / swap_out_p50_ns  the store's read and
@@ -110,11 +113,17 @@ struct Tally {
   uint64_t faults = 0;
   uint64_t served = 0;
   double service_ns = 0;
+  uint64_t read_ahead = 0;
+  uint64_t read_ahead_hits = 0;
+  uint64_t read_ahead_waste = 0;
 
   void Add(const Stats& before, const Stats& after) {
     swapins += after.pages_swapped_in - before.pages_swapped_in;
     swapouts += after.pages_swapped_out - before.pages_swapped_out;
     budget_waits += after.budget_waits - before.budget_waits;
+    read_ahead += after.pages_read_ahead - before.pages_read_ahead;
+    read_ahead_hits += after.read_ahead_hits - before.read_ahead_hits;
+    read_ahead_waste += after.read_ahead_waste - before.read_ahead_waste;
     faults += (after.faults_missing_read + after.faults_missing_write) -
               (before.faults_missing_read + before.faults_missing_write);
     served += after.fault_latency.count - before.fault_latency.count;
@@ -175,6 +184,13 @@ void BM_OutOfCore(benchmark::State& state, OocWorkload workload, int threads,
         std::max(0.0, 1.0 - static_cast<double>(tally.swapins) / pages);
   }
   state.counters["budget_waits"] = static_cast<double>(tally.budget_waits);
+  if (tally.read_ahead > 0) {
+    const auto ahead = static_cast<double>(tally.read_ahead);
+    state.counters["read_ahead_hit_ratio"] =
+        static_cast<double>(tally.read_ahead_hits) / ahead;
+    state.counters["read_ahead_waste_ratio"] =
+        static_cast<double>(tally.read_ahead_waste) / ahead;
+  }
   state.counters["faults_per_page"] = static_cast<double>(tally.faults) / pages;
   if (tally.served > 0) {
     state.counters["service_ns"] =

@@ -49,6 +49,8 @@ struct Counters {
   Counter pages_swapped_in;
   Counter pages_read_ahead;
   Counter read_ahead_async;
+  Counter read_ahead_hits;
+  Counter read_ahead_waste;
   Counter clean_drops;
   Counter pages_dirtied;
   Counter swap_write_errors;

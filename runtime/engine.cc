@@ -755,6 +755,8 @@ Stats Engine::stats() const {
   s.pages_swapped_in = c.pages_swapped_in.Get();
   s.pages_read_ahead = c.pages_read_ahead.Get();
   s.read_ahead_async = c.read_ahead_async.Get();
+  s.read_ahead_hits = c.read_ahead_hits.Get();
+  s.read_ahead_waste = c.read_ahead_waste.Get();
   s.clean_drops = c.clean_drops.Get();
   s.pages_dirtied = c.pages_dirtied.Get();
   s.swap_write_errors = c.swap_write_errors.Get();

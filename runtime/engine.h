@@ -344,6 +344,9 @@ class Engine final : public FaultService::Handler {
   uint64_t SwapInWindow(RegionCore* core, PageIndex first,
                         PageEntry first_entry, uint64_t want, SwapIn kind,
                         std::optional<PageIndex> marker);
+  // A swap-in fault at `page`: counts the read-ahead pages its stream
+  // passed as hits (pager/read_ahead_ledger.h).
+  void StreamReached(RegionCore* core, PageIndex page);
   // The stream of `core` reached its marker at `at`: reads its next
   // windows ahead (up to two windows past `at`).
   void ReadAheadNext(RegionCore* core, PageIndex at);

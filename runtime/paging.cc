@@ -873,6 +873,7 @@ Engine::Served Engine::MarkWanted(const Target& t, PageEntry evicting) {
 Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped,
                                    bool at_marker) {
   FaultAroundSizer& sizer = t.core->fault_around;
+  StreamReached(t.core, t.page);
   if (!at_marker && sizer.TakeMarker(t.page)) {
     // The stream reached the page its last window held back: it goes on,
     // so the next window starts now, ahead of it.
@@ -906,6 +907,11 @@ Engine::Served Engine::StartSwapIn(const Target& t, PageEntry swapped,
                       marker) > 0
              ? Served::kDone
              : Served::kRetryLater;
+}
+
+void Engine::StreamReached(RegionCore* core, PageIndex page) {
+  counters_.read_ahead_hits.Add(core->read_ahead.Reached(
+      page, [core](PageIndex q) { return core->table.Get(q).present(); }));
 }
 
 void Engine::ReadAheadNext(RegionCore* core, PageIndex at) {
@@ -959,6 +965,13 @@ uint64_t Engine::SwapInWindow(RegionCore* core, PageIndex first,
   // The stream's window moves on; a marker is inside the window already
   // read, and must not pull it back.
   if (kind != SwapIn::kMarker) core->fault_around.Filled(first, claimed);
+  if (kind == SwapIn::kStream || kind == SwapIn::kReadAhead) {
+    const uint64_t ahead = kind == SwapIn::kStream ? 1 : 0;  // not the fault's
+    if (claimed > ahead) {
+      counters_.read_ahead_waste.Add(
+          core->read_ahead.ReadAhead(first + ahead, claimed - ahead));
+    }
+  }
   // Armed before the reads start: the marker's completion holds the page
   // back only while it is armed.
   if (marker_claimed) core->fault_around.SetMarker(*marker);
@@ -970,7 +983,10 @@ uint64_t Engine::SwapInWindow(RegionCore* core, PageIndex first,
 
 Engine::Served Engine::OnFaultAtFilling(const Target& t) {
   counters_.faults_stale.Add();
-  if (paging_ == nullptr || !t.core->fault_around.TakeMarker(t.page)) {
+  if (paging_ == nullptr) return Served::kDone;
+  // The stream caught up with a page still being read.
+  StreamReached(t.core, t.page);
+  if (!t.core->fault_around.TakeMarker(t.page)) {
     // Its claimant wakes the range when it is done.
     return Served::kDone;
   }

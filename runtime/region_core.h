@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "pager/fault_around.h"
 #include "pager/page_table.h"
+#include "pager/read_ahead_ledger.h"
 #include "pager/snapshot_book.h"
 #include "runtime/snapshot_source.h"
 
@@ -52,6 +53,7 @@ class RegionCore {
 
   FaultAroundSizer fault_around;  // base 1 = off
   FaultAroundSizer copy_around;   // copy-on-write: grows on a stream
+  ReadAheadLedger read_ahead;     // swap-in read-ahead's hits and waste
   PageTable table;
 
   // Snapshots (runtime/snapshot_engine.cc). Lock order: snap_mu, then the

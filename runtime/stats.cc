@@ -70,11 +70,11 @@ std::string Stats::ToString() const {
   if (budget_pages != 0) {
     absl::StrAppendFormat(
         &s, "paging: budget %d pages, %d used, %d swapped; out %d, in %d "
-        "(%d read ahead, %d async windows); %d budget waits, %d over "
-        "budget%s\n",
+        "(%d read ahead: %d hits, %d waste; %d async windows); %d budget "
+        "waits, %d over budget%s\n",
         budget_pages, budget_used_pages, swapped_pages, pages_swapped_out,
-        pages_swapped_in, pages_read_ahead, read_ahead_async, budget_waits,
-        over_budget_pages,
+        pages_swapped_in, pages_read_ahead, read_ahead_hits, read_ahead_waste,
+        read_ahead_async, budget_waits, over_budget_pages,
         eviction_blocked ? " (eviction blocked)" : "");
     absl::StrAppendFormat(
         &s, "  swap errors: %d write, %d read, %d full; evictions %d skipped, "

@@ -371,10 +371,13 @@ absl::Status Tour::PageBeyondMemory(uint64_t budget_bytes, bool inject_error) {
   if (inject_error) *injected ^= std::byte{0x40};
   const Stats after = rt_->stats();
   std::printf(
-      "   paging: %s pages swapped in (%s of them read ahead of a fault), %s "
-      "swapped out, %s dropped clean (no write: the swap copy was current)\n",
+      "   paging: %s pages swapped in (%s of them read ahead of a fault, %s "
+      "reached by their stream, %s wasted), %s swapped out, %s dropped "
+      "clean (no write: the swap copy was current)\n",
       HumanCount(after.pages_swapped_in - before.pages_swapped_in).c_str(),
       HumanCount(after.pages_read_ahead - before.pages_read_ahead).c_str(),
+      HumanCount(after.read_ahead_hits - before.read_ahead_hits).c_str(),
+      HumanCount(after.read_ahead_waste - before.read_ahead_waste).c_str(),
       HumanCount(after.pages_swapped_out - before.pages_swapped_out).c_str(),
       HumanCount(after.clean_drops - before.clean_drops).c_str());
   std::printf("   in memory now: %s of the %s budget; in the swap file: %s\n",

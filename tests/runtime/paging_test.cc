@@ -304,6 +304,97 @@ TEST_P(PagingTest, ConcurrentSequentialReadersMatchTheShadow) {
   EXPECT_EQ(s.errors, 0u) << s.ToString();
 }
 
+TEST_P(PagingTest, ReadAheadOfAStreamIsHitWhereTheStreamGoesOn) {
+  // Budget 1/4 of the region: windows (up to 256 pages, two ahead) are
+  // reached long before the evictor wants their frames.
+  constexpr uint64_t kBudget = 2048, kPages = 8192;
+  auto rt = Make(kBudget, 2 * kPages);
+  ASSERT_NE(rt, nullptr);
+  auto r = rt->Map({.size = kPages * kPage, .name = "hits"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::byte* p = (*r)->data();
+  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  // The region's tail is resident: read the swapped-out head once through.
+  const uint64_t head = kPages - kBudget;
+  const Stats before = rt->stats();
+  for (uint64_t i = 0; i < head; ++i) {
+    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
+  }
+  const Stats after = rt->stats();
+  const uint64_t ahead = after.pages_read_ahead - before.pages_read_ahead;
+  const uint64_t hits = after.read_ahead_hits - before.read_ahead_hits;
+  const uint64_t waste = after.read_ahead_waste - before.read_ahead_waste;
+  ASSERT_GT(ahead, head / 2) << after.ToString();
+  // Every page the stream passed is a hit; only the windows still ahead of
+  // it when it stopped (the one it is in and two more, at most 256 pages
+  // each) are neither yet. The
+  // evictor may take a page read ahead before the stream gets to it (a
+  // waste, read again): rarely, with this budget.
+  EXPECT_LE(waste, ahead / 20) << after.ToString();
+  EXPECT_LE(hits + waste, ahead) << after.ToString();
+  EXPECT_GE(hits + waste + 3 * 256, ahead) << after.ToString();
+  // A stream far behind (from a page evicted long ago) replaces this one:
+  // what this one read ahead and never reached is waste now.
+  uint64_t far = 0;
+  while (far < head / 2 && PresentPages(p + far * kPage, 64) != 0) ++far;
+  ASSERT_LT(far, head / 2) << "no early stretch was evicted";
+  for (uint64_t i = far; i < far + 64; ++i) {
+    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
+  }
+  const Stats end = rt->stats();
+  ASSERT_GT(end.pages_read_ahead, after.pages_read_ahead) << end.ToString();
+  // Unreached: read ahead, neither hit nor wasted before (a page re-read
+  // after its eviction counts twice in pages_read_ahead: at most ~1%). The
+  // new stream's own windows may re-read a few of their pages too.
+  const uint64_t unreached = ahead - hits - waste;
+  EXPECT_LE(end.read_ahead_waste - after.read_ahead_waste, unreached + 64)
+      << end.ToString();
+  EXPECT_GE(end.read_ahead_waste - after.read_ahead_waste + ahead / 100,
+            unreached)
+      << end.ToString();
+  EXPECT_EQ(end.errors, 0u) << end.ToString();
+}
+
+TEST_P(PagingTest, ReadAheadForARandomReaderIsWaste) {
+  constexpr uint64_t kBudget = 512, kPages = 8192;
+  auto rt = Make(kBudget, 2 * kPages);
+  ASSERT_NE(rt, nullptr);
+  auto r = rt->Map({.size = kPages * kPage, .name = "waste"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::byte* p = (*r)->data();
+  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  // Told the access is sequential, every fault reads a full window ahead,
+  // and a random reader reaches none of it.
+  ASSERT_TRUE(rt->Advise(*r, 0, 0, Runtime::Advice::kSequential).ok());
+  const Stats before = rt->stats();
+  std::mt19937_64 rng(77);
+  constexpr int kReads = 24;
+  for (int k = 0; k < kReads; ++k) {
+    const uint64_t i = rng() % (kPages - kBudget);
+    ASSERT_TRUE(PageIs(p + i * kPage, i, 1)) << "read " << k;
+  }
+  const Stats after = rt->stats();
+  const uint64_t ahead = after.pages_read_ahead - before.pages_read_ahead;
+  const uint64_t hits = after.read_ahead_hits - before.read_ahead_hits;
+  const uint64_t waste = after.read_ahead_waste - before.read_ahead_waste;
+  ASSERT_GT(ahead, 0u) << after.ToString();
+  // All but the last window (still pending) are waste; a read that lands in
+  // an earlier window is resident and faults no more than a hit would.
+  EXPECT_GE(waste + 256, ahead) << after.ToString();
+  EXPECT_GT(waste, ahead / 2) << after.ToString();
+  EXPECT_LE(hits, ahead / 8) << after.ToString();
+  EXPECT_EQ(after.errors, 0u) << after.ToString();
+  // Random again: nothing more is read ahead.
+  ASSERT_TRUE(rt->Advise(*r, 0, 0, Runtime::Advice::kRandom).ok());
+  const Stats random_before = rt->stats();
+  for (int k = 0; k < kReads; ++k) {
+    const uint64_t i = rng() % (kPages - kBudget);
+    ASSERT_TRUE(PageIs(p + i * kPage, i, 1)) << "random read " << k;
+  }
+  EXPECT_EQ(rt->stats().pages_read_ahead, random_before.pages_read_ahead)
+      << rt->stats().ToString();
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, PagingTest,
                          ::testing::Values(StoreKind::kMemory,
                                            StoreKind::kSwapFile),

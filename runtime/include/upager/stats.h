@@ -134,6 +134,17 @@ struct Stats {
   // application touched the previous window's marker page), so no fault
   // waited for their reads.
   uint64_t read_ahead_async = 0;
+  // Of the pages read ahead for a sequential stream, those the stream went
+  // on to reach (hits) and those it never reached because it broke off
+  // and another stream's window replaced its range (waste); pages still
+  // ahead of a live stream are neither yet. An inference from where the
+  // stream faults (reads of a mapped page are invisible to user space; see
+  // pager/read_ahead_ledger.h): a stream that stops and whose pages the
+  // application reads later anyway counts them as waste, and streams
+  // interleaved in one region over-count waste. Pages asked for with
+  // Advise(kWillNeed) count in pages_read_ahead but in neither of these.
+  uint64_t read_ahead_hits = 0;
+  uint64_t read_ahead_waste = 0;
   // Pages evicted without a write: swapped in, never written since, their
   // slot still valid. pages_dirtied: swapped-in pages written later.
   uint64_t clean_drops = 0;
