@@ -16,9 +16,10 @@
 //       store per page accessed (read-ahead counts as read);
 //   hit_ratio (HotCold)  1 - swapins_per_page: accesses the budget absorbed;
 //   budget_waits  faults that found no free frame and waited for eviction;
-//   read_ahead_hit_ratio / read_ahead_waste_ratio  Stats::read_ahead_hits /
-//       read_ahead_waste per page read ahead (the rest: still ahead of the
-//       stream when the part ended);
+//   read_ahead_per_page / read_ahead_hits_per_page /
+//       read_ahead_waste_per_page  Stats::pages_read_ahead, read_ahead_hits
+//       and read_ahead_waste per page accessed (waste may be of pages read
+//       ahead in an earlier part, counted when a new stream replaced it);
 //   faults_per_page, service_ns  uffd faults per page, and the mean time a
 //       service thread spent on one (read to wake, not waiting for I/O);
 //   swap_in_p50_ns / swap_in_p99_ns / swap_out_p50_ns  the store's read and
@@ -184,13 +185,12 @@ void BM_OutOfCore(benchmark::State& state, OocWorkload workload, int threads,
         std::max(0.0, 1.0 - static_cast<double>(tally.swapins) / pages);
   }
   state.counters["budget_waits"] = static_cast<double>(tally.budget_waits);
-  if (tally.read_ahead > 0) {
-    const auto ahead = static_cast<double>(tally.read_ahead);
-    state.counters["read_ahead_hit_ratio"] =
-        static_cast<double>(tally.read_ahead_hits) / ahead;
-    state.counters["read_ahead_waste_ratio"] =
-        static_cast<double>(tally.read_ahead_waste) / ahead;
-  }
+  state.counters["read_ahead_per_page"] =
+      static_cast<double>(tally.read_ahead) / pages;
+  state.counters["read_ahead_hits_per_page"] =
+      static_cast<double>(tally.read_ahead_hits) / pages;
+  state.counters["read_ahead_waste_per_page"] =
+      static_cast<double>(tally.read_ahead_waste) / pages;
   state.counters["faults_per_page"] = static_cast<double>(tally.faults) / pages;
   if (tally.served > 0) {
     state.counters["service_ns"] =
