@@ -15,12 +15,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -216,6 +219,59 @@ TEST(SwapFileStoreTest, DiskFileUsesDirectIo) {
   EXPECT_TRUE((*store)->stats().registered_file);
   AlignedPages pool(64), readback(64);
   WriteAndCheck(**store, AllocateAll(**store), pool, readback, 1);
+}
+
+// The ring runs completions as the submitting thread's task work, with
+// COOP_TASKRUN: no IPI interrupts that thread if it runs. A thread that
+// submits and then computes without entering the kernel must still not
+// hold its completions back from a thread waiting for them: the scheduler
+// tick takes it into the kernel, which runs the work.
+TEST(SwapFileStoreTest, CompletionsArriveWhileTheSubmitterComputes) {
+  auto store = OpenSwapFile(DiskOptions("coop", 16));
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::vector<uint64_t> slots = AllocateAll(**store);
+  AlignedPages pool(slots.size()), readback(slots.size());
+  WriteAndCheck(**store, slots, pool, readback, 7);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    std::memset(readback.page(i), 0, kPage);
+  }
+  std::atomic<bool> submitted{false}, stop{false};
+  std::thread submitter([&] {
+    std::vector<Request> reads;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      reads.push_back({.op = Op::kRead, .slot = slots[i],
+                       .buffer = readback.page(i), .tag = i});
+    }
+    ASSERT_TRUE((*store)->Submit(reads).ok());
+    submitted = true;
+    // User space only (the clock is the vDSO's), for at most 5 s.
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!stop.load(std::memory_order_relaxed) &&
+           std::chrono::steady_clock::now() < end) {
+    }
+  });
+  while (!submitted.load()) std::this_thread::yield();
+  std::vector<BackingStore::Completion> done(slots.size());
+  size_t got = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (got < slots.size() &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(2)) {
+    got += (*store)->Wait(absl::MakeSpan(done).subspan(got),
+                          absl::Milliseconds(100));
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  stop = true;
+  submitter.join();
+  ASSERT_EQ(got, slots.size()) << "completions held back by a busy submitter";
+  // A scheduler tick at most (4 ms at HZ=250), with room for a loaded host.
+  EXPECT_LT(took, std::chrono::milliseconds(500));
+  for (const BackingStore::Completion& c : done) {
+    EXPECT_EQ(c.error, 0) << "tag " << c.tag;
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    ASSERT_EQ(std::memcmp(pool.page(i), readback.page(i), kPage), 0)
+        << "slot " << slots[i];
+  }
 }
 
 TEST(SwapFileStoreTest, DirectIoOffIsBuffered) {
