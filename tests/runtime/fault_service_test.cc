@@ -141,65 +141,69 @@ uint64_t AsksDuring(const AwaitedReadHandler& h, absl::Duration settle,
   return h.asks.load() - before;
 }
 
-TEST(FaultServiceTest, PollsWhileAnAwaitedReadIsInFlightThenSleeps) {
-  auto uffd = os::OpenUffd({});
-  ASSERT_TRUE(uffd.ok()) << uffd.status();
-  AwaitedReadHandler h;
+// One service thread over a fresh userfaultfd and an AwaitedReadHandler.
+class ReadSpinTest : public ::testing::Test {
+ protected:
+  void Start(uint32_t read_spin_ns) {
+    auto uffd = os::OpenUffd({});
+    ASSERT_TRUE(uffd.ok()) << uffd.status();
+    uffd_ = std::move(*uffd);
+    internal::FaultService::Config config;
+    config.threads = 1;
+    config.read_spin_ns = read_spin_ns;
+    auto service = internal::FaultService::Start(uffd_.get(), &h_, config);
+    ASSERT_TRUE(service.ok()) << service.status();
+    service_ = std::move(*service);
+  }
+  // A batch (the kick's) after which the handler reports a read submitted
+  // that is still in flight.
+  void SubmitAwaitedRead() {
+    h_.awaited = true;
+    h_.submitted = true;
+    service_->Kick();
+  }
+  void TearDown() override {
+    if (service_ != nullptr) service_->Stop();
+  }
+
+  AwaitedReadHandler h_;
+  std::unique_ptr<os::Uffd> uffd_;
+  std::unique_ptr<internal::FaultService> service_;
+};
+
+TEST_F(ReadSpinTest, PollsWhileAnAwaitedReadIsInFlightThenSleeps) {
   // A long spin, so that the test sees it however slowly it runs.
-  internal::FaultService::Config config;
-  config.threads = 1;
-  config.read_spin_ns = 1'000'000'000;
-  auto service = internal::FaultService::Start(uffd->get(), &h, config);
-  ASSERT_TRUE(service.ok()) << service.status();
-
+  ASSERT_NO_FATAL_FAILURE(Start(1'000'000'000));
   // Asleep: nothing is asked.
-  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(20), absl::Milliseconds(50)), 0u);
-  // A read submitted and in flight: the loop polls, asking each time.
-  h.awaited = true;
-  h.submitted = true;
-  (*service)->Kick();
-  ASSERT_TRUE(Eventually([&] { return !h.submitted.load(); }));
-  EXPECT_GT(AsksDuring(h, absl::Milliseconds(5), absl::Milliseconds(50)), 10u);
-  // Completed: the loop goes back to sleep at once.
-  h.awaited = false;
-  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(20), absl::Milliseconds(50)), 0u);
-  (*service)->Stop();
-}
-
-TEST(FaultServiceTest, StopsPollingForAReadAfterReadSpinNs) {
-  auto uffd = os::OpenUffd({});
-  ASSERT_TRUE(uffd.ok()) << uffd.status();
-  AwaitedReadHandler h;
-  internal::FaultService::Config config;
-  config.threads = 1;
-  config.read_spin_ns = 2'000'000;  // 2 ms
-  auto service = internal::FaultService::Start(uffd->get(), &h, config);
-  ASSERT_TRUE(service.ok()) << service.status();
-  // The read never completes: after 2 ms the loop sleeps regardless.
-  h.awaited = true;
-  h.submitted = true;
-  (*service)->Kick();
-  ASSERT_TRUE(Eventually([&] { return !h.submitted.load(); }));
-  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(100), absl::Milliseconds(50)),
+  EXPECT_EQ(AsksDuring(h_, absl::Milliseconds(20), absl::Milliseconds(50)),
             0u);
-  (*service)->Stop();
+  // A read submitted and in flight: the loop polls, asking each time.
+  SubmitAwaitedRead();
+  ASSERT_TRUE(Eventually([&] { return !h_.submitted.load(); }));
+  EXPECT_GT(AsksDuring(h_, absl::Milliseconds(5), absl::Milliseconds(50)),
+            10u);
+  // Completed: the loop goes back to sleep at once.
+  h_.awaited = false;
+  EXPECT_EQ(AsksDuring(h_, absl::Milliseconds(20), absl::Milliseconds(50)),
+            0u);
 }
 
-TEST(FaultServiceTest, NoReadSpinWhenOff) {
-  auto uffd = os::OpenUffd({});
-  ASSERT_TRUE(uffd.ok()) << uffd.status();
-  AwaitedReadHandler h;
-  internal::FaultService::Config config;
-  config.threads = 1;  // read_spin_ns = 0
-  auto service = internal::FaultService::Start(uffd->get(), &h, config);
-  ASSERT_TRUE(service.ok()) << service.status();
-  h.awaited = true;
-  h.submitted = true;
-  (*service)->Kick();
+TEST_F(ReadSpinTest, StopsPollingForAReadAfterReadSpinNs) {
+  ASSERT_NO_FATAL_FAILURE(Start(2'000'000));  // 2 ms
+  // The read never completes: after 2 ms the loop sleeps regardless.
+  SubmitAwaitedRead();
+  ASSERT_TRUE(Eventually([&] { return !h_.submitted.load(); }));
+  EXPECT_EQ(AsksDuring(h_, absl::Milliseconds(100), absl::Milliseconds(50)),
+            0u);
+}
+
+TEST_F(ReadSpinTest, NoReadSpinWhenOff) {
+  ASSERT_NO_FATAL_FAILURE(Start(0));
+  SubmitAwaitedRead();
   // With the spin off the loop never asks whether one was submitted.
-  EXPECT_EQ(AsksDuring(h, absl::Milliseconds(20), absl::Milliseconds(50)), 0u);
-  EXPECT_TRUE(h.submitted.load());
-  (*service)->Stop();
+  EXPECT_EQ(AsksDuring(h_, absl::Milliseconds(20), absl::Milliseconds(50)),
+            0u);
+  EXPECT_TRUE(h_.submitted.load());
 }
 
 }  // namespace
