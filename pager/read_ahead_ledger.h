@@ -11,11 +11,13 @@
 // every page of the stream before p, so the pages read ahead below p (and
 // p itself, if read ahead) are hits. So is a fault a little past the range
 // when every page between is present: the stream read through pages that
-// were resident already (a window stops at the first page not swapped). When a window is read ahead that does
-// not continue the stream's range (the stream broke off and another began,
-// or a random access under Advise(kSequential)), the old range's pages
-// beyond where its stream stopped are waste. Pages still ahead of a live
-// stream are neither yet.
+// were resident already (a window stops at the first page not swapped).
+// When a window is read ahead that does not continue the stream's range
+// (the stream broke off and another began, or a random access under
+// Advise(kSequential)), the old range's pages beyond where its stream
+// stopped are waste; so are pages read again because they were evicted
+// before the stream reached them. Pages still ahead of a live stream are
+// neither yet.
 //
 // Limits, documented in upager/stats.h: a stream that stops and whose
 // remaining pages the application later reads anyway (without faulting)

@@ -165,7 +165,7 @@ struct RuntimeOptions {
   // completes, for at most this long. The faulting thread sleeps
   // meanwhile, so the CPU it leaves idle is the one spent; in exchange the
   // completion needs no wake-up of the service thread (measured here: the
-  // random-read median falls from ~+25 us to ~+5 us over the disk's own
+  // random-read median drops by ~25 us, to ~10-15 us over the disk's own
   // QD1 latency; README, "Paging"). 0 turns it off. At most
   // kMaxServiceSpinNs (else InvalidArgument).
   uint32_t swap_in_spin_ns = 250'000;

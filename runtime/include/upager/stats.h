@@ -135,9 +135,10 @@ struct Stats {
   // waited for their reads.
   uint64_t read_ahead_async = 0;
   // Of the pages read ahead for a sequential stream, those the stream went
-  // on to reach (hits) and those it never reached because it broke off
-  // and another stream's window replaced its range (waste); pages still
-  // ahead of a live stream are neither yet. An inference from where the
+  // on to reach (hits) and those it never reached: it broke off and
+  // another stream's window replaced its range, or the page was evicted
+  // first and read again (waste); pages still ahead of a live stream are
+  // neither yet. An inference from where the
   // stream faults (reads of a mapped page are invisible to user space; see
   // pager/read_ahead_ledger.h): a stream that stops and whose pages the
   // application reads later anyway counts them as waste, and streams
