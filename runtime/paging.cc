@@ -1165,7 +1165,7 @@ void Engine::OnReadDone(int buffer, int error) {
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
   const PageEntry claimed = core->table.Get(op.page);
   const uint64_t mark = claimed.captured() ? PageEntry::kCapturedBit : 0;
-  if (claimed.discard()) {
+  auto drop_discarded = [&] {
     // The application dropped the page while it was read: it reads as
     // zero now; the slot goes (to a snapshot that still needs it, or free).
     (void)core->table.Set(op.page, PageEntry());
@@ -1181,11 +1181,29 @@ void Engine::OnReadDone(int buffer, int error) {
     }
     p.buffers->Release(buffer);
     core->io_inflight.fetch_sub(1);
+  };
+  if (claimed.discard()) {
+    drop_discarded();
     return;
   }
   auto swapped = [&] {
     return PageEntry(PageEntry::Of(PageState::kSwapped).with_slot(op.slot).raw() |
                      mark);
+  };
+  // Puts the claimed page back to swapped, its slot still holding the
+  // bytes; false if the application's drop raced in (its event sets the
+  // discard flag on a claimed page, and a plain store would erase it and
+  // give back bytes the application discarded): then it is dropped.
+  // (snap_mu, held, keeps the captured mark from changing.)
+  auto put_back = [&] {
+    PageEntry cur = claimed;
+    while (!core->table.CompareExchange(op.page, &cur, swapped())) {
+      if (cur.discard()) {
+        drop_discarded();
+        return false;
+      }
+    }
+    return true;
   };
   const uintptr_t addr = AddressOf(core, op.page);
   auto finish = [&] {
@@ -1196,7 +1214,7 @@ void Engine::OnReadDone(int buffer, int error) {
     // No fault asked for a page read ahead: leave it swapped out; a fault
     // on it reads it again (and reports a failure then). One that touched
     // it meanwhile waits for this claim: wake it to fault again.
-    (void)core->table.Set(op.page, swapped());
+    if (!put_back()) return;
     ReleaseFrames(1);
     if (addr != 0) (void)uffd_->Wake(addr, page_size_);
     finish();
@@ -1213,7 +1231,7 @@ void Engine::OnReadDone(int buffer, int error) {
         absl::StrFormat("swap read of region '%s' page %d from slot %d failed "
                         "(errno %d); the faulting thread gets SIGBUS",
                         core->region->name(), op.page.value(), op.slot, error)));
-    (void)core->table.Set(op.page, swapped());
+    if (!put_back()) return;  // dropped: it reads as zero, no SIGBUS
     ReleaseFrames(1);
     if (addr != 0) ReleaseWithFailure(addr);
     finish();
@@ -1221,7 +1239,7 @@ void Engine::OnReadDone(int buffer, int error) {
   }
   if (addr == 0) {
     // The application unmapped the page while it was read: nothing to fill.
-    (void)core->table.Set(op.page, swapped());
+    if (!put_back()) return;
     ReleaseFrames(1);
     finish();
     return;
@@ -1242,7 +1260,7 @@ void Engine::OnReadDone(int buffer, int error) {
     PublishSwappedIn(op, mark, /*write_protected=*/r.ok() && track_writes_);
     AdmitToPolicy(core, op.page, 1, op.sequential);
   } else {
-    (void)core->table.Set(op.page, swapped());
+    if (!put_back()) return;
     ReleaseFrames(1);
     if (r.outcome == os::UffdOutcome::kFailed) {
       RecordError(r.ToStatus("UFFDIO_COPY (swap-in)"));
