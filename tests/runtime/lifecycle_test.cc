@@ -80,7 +80,10 @@ class ForkTest : public ::testing::Test {
     rt_ = MakeRuntime();
     ASSERT_NE(rt_, nullptr);
     ps_ = rt_->page_size();
-    auto r = rt_->Map({.size = kPages * ps_, .name = "forked"});
+    // Far from other mappings: the child checks the range left unmapped
+    // (FarFreeRange).
+    auto r = rt_->Map({.size = kPages * ps_, .name = "forked",
+                       .fixed_address = FarFreeRange(kPages * ps_)});
     ASSERT_TRUE(r.ok()) << r.status();
     region_ = *r;
     p_ = region_->data();
@@ -810,7 +813,9 @@ TEST(PagingTeardownTest, UnmapWithSwapIoInFlight) {
   Churner churn((*a)->data(), kPages);
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE(absl::StrCat("round ", round));
-    auto b = rt.Map({.size = kPages * kPage, .name = "unmapped"});
+    // Checked unmapped after Unmap (FarFreeRange).
+    auto b = rt.Map({.size = kPages * kPage, .name = "unmapped",
+                     .fixed_address = FarFreeRange(kPages * kPage)});
     ASSERT_TRUE(b.ok()) << b.status();
     std::byte* const pb = (*b)->data();
     PageThrough(pb, kPages, 10 + round, kPages / 4);
@@ -849,8 +854,11 @@ TEST_P(PagingDestroyTest, DestroyWithSwapIoInFlight) {
   constexpr uint64_t kDropped = kPages / 4;  // pages of b dropped: zero
   SlowPaging sp(keep);
   ASSERT_NE(sp.rt, nullptr);
-  auto a = sp.rt->Map({.size = kPages * kPage, .name = "a"});
-  auto b = sp.rt->Map({.size = kPages * kPage, .name = "b"});
+  // Checked unmapped after ~Runtime (FarFreeRange).
+  auto a = sp.rt->Map({.size = kPages * kPage, .name = "a",
+                       .fixed_address = FarFreeRange(kPages * kPage)});
+  auto b = sp.rt->Map({.size = kPages * kPage, .name = "b",
+                       .fixed_address = FarFreeRange(kPages * kPage)});
   ASSERT_TRUE(a.ok() && b.ok());
   std::byte* const pa = (*a)->data();
   std::byte* const pb = (*b)->data();
