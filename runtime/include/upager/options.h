@@ -166,8 +166,11 @@ struct RuntimeOptions {
   // meanwhile, so the CPU it leaves idle is the one spent; in exchange the
   // completion needs no wake-up of the service thread (measured here: the
   // random-read median drops by ~25 us, to ~10-15 us over the disk's own
-  // QD1 latency; README, "Paging"). 0 turns it off. At most
-  // kMaxServiceSpinNs (else InvalidArgument).
+  // QD1 latency; README, "Paging"). The poll takes the CPU from any other
+  // thread runnable there, up to this long per read: where application
+  // threads outnumber the CPUs, or the disk is slow (milliseconds per read),
+  // 0 may serve better. 0 turns it off. At most kMaxServiceSpinNs (else
+  // InvalidArgument).
   uint32_t swap_in_spin_ns = 250'000;
 
   // Pages filled per missing fault (the faulting page and the ones after
