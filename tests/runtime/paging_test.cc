@@ -101,10 +101,8 @@ TEST_P(PagingTest, SequentialWriteThenReadFourTimesTheBudget) {
   auto r = rt->Map({.size = kPages * kPage, .name = "seq"});
   ASSERT_TRUE(r.ok()) << r.status();
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
-  for (uint64_t i = 0; i < kPages; ++i) {
-    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
-  }
+  FillPages(p, 0, kPages, 1);
+  ASSERT_TRUE(PagesAre(p, 0, kPages, 1));
   const Stats s = rt->stats();
   EXPECT_GT(s.pages_swapped_out, kPages - kBudget) << s.ToString();
   EXPECT_GT(s.pages_swapped_in, 0u) << s.ToString();
@@ -169,7 +167,7 @@ TEST_P(PagingTest, DontNeedOfSwappedPagesReadsZeroAndFreesSlots) {
   auto r = rt->Map({.size = kPages * kPage, .name = "dontneed"});
   ASSERT_TRUE(r.ok());
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   ASSERT_GT(rt->stats().swapped_pages, 0u);
   // Drop the first half, whatever state each page is in.
   ASSERT_EQ(madvise(p, kPages / 2 * kPage, MADV_DONTNEED), 0);
@@ -192,13 +190,11 @@ TEST_P(PagingTest, RegionsLeftMappedGetEveryPageBack) {
     auto r = rt->Map({.size = kPages * kPage, .name = "kept"});
     ASSERT_TRUE(r.ok());
     p = (*r)->data();
-    for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+    FillPages(p, 0, kPages, 1);
     ASSERT_GT(rt->stats().swapped_pages, 0u);
   }
   // The Runtime is gone; the memory is the application's and complete.
-  for (uint64_t i = 0; i < kPages; ++i) {
-    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
-  }
+  ASSERT_TRUE(PagesAre(p, 0, kPages, 1));
   munmap(p, kPages * kPage);
 }
 
@@ -209,12 +205,10 @@ TEST_P(PagingTest, SequentialSwapInReadsAheadWithoutWaiting) {
   auto r = rt->Map({.size = kPages * kPage, .name = "stream"});
   ASSERT_TRUE(r.ok()) << r.status();
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   for (int pass = 0; pass < 2; ++pass) {
     const Stats before = rt->stats();
-    for (uint64_t i = 0; i < kPages; ++i) {
-      ASSERT_TRUE(PageIs(p + i * kPage, i, 1)) << "pass " << pass;
-    }
+    ASSERT_TRUE(PagesAre(p, 0, kPages, 1)) << "pass " << pass;
     const Stats after = rt->stats();
     // Windows grow to 256 pages, and each after the first few is read when
     // the stream reaches the previous one's marker: ~30 per pass here.
@@ -245,30 +239,22 @@ TEST_P(PagingTest, HeldMarkerBytesNeverOutliveTheirSlot) {
   auto r = rt->Map({.size = kPages * kPage, .name = "held"});
   ASSERT_TRUE(r.ok()) << r.status();
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   // Stop half way through a stream: its last window's marker stays held.
-  for (uint64_t i = 0; i < kPages / 2; ++i) {
-    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
-  }
+  ASSERT_TRUE(PagesAre(p, 0, kPages / 2, 1));
   ASSERT_GT(rt->stats().read_ahead_async, 0u) << rt->stats().ToString();
   ASSERT_EQ(madvise(p, kPages * kPage, MADV_DONTNEED), 0);
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 2);
-  for (uint64_t i = 0; i < kPages; ++i) {
-    ASSERT_TRUE(PageIs(p + i * kPage, i, 2)) << "after madvise";
-  }
+  FillPages(p, 0, kPages, 2);
+  ASSERT_TRUE(PagesAre(p, 0, kPages, 2)) << "after madvise";
   // The same through Unmap: a new region takes the freed slots.
-  for (uint64_t i = 0; i < kPages / 2; ++i) {
-    ASSERT_TRUE(PageIs(p + i * kPage, i, 2));
-  }
+  ASSERT_TRUE(PagesAre(p, 0, kPages / 2, 2));
   ASSERT_TRUE(rt->Unmap(*r).ok());
   EXPECT_EQ(rt->stats().store.used_slots, 0u);
   auto r2 = rt->Map({.size = kPages * kPage, .name = "held2"});
   ASSERT_TRUE(r2.ok()) << r2.status();
   std::byte* q = (*r2)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(q + i * kPage, i, 3);
-  for (uint64_t i = 0; i < kPages; ++i) {
-    ASSERT_TRUE(PageIs(q + i * kPage, i, 3)) << "after Unmap";
-  }
+  FillPages(q, 0, kPages, 3);
+  ASSERT_TRUE(PagesAre(q, 0, kPages, 3)) << "after Unmap";
   EXPECT_EQ(rt->stats().errors, 0u) << rt->stats().ToString();
 }
 
@@ -282,7 +268,7 @@ TEST_P(PagingTest, ConcurrentSequentialReadersMatchTheShadow) {
   auto r = rt->Map({.size = kPages * kPage, .name = "streams"});
   ASSERT_TRUE(r.ok()) << r.status();
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   constexpr int kThreads = 3;
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
@@ -313,13 +299,11 @@ TEST_P(PagingTest, ReadAheadOfAStreamIsHitWhereTheStreamGoesOn) {
   auto r = rt->Map({.size = kPages * kPage, .name = "hits"});
   ASSERT_TRUE(r.ok()) << r.status();
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   // The region's tail is resident: read the swapped-out head once through.
   const uint64_t head = kPages - kBudget;
   const Stats before = rt->stats();
-  for (uint64_t i = 0; i < head; ++i) {
-    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
-  }
+  ASSERT_TRUE(PagesAre(p, 0, head, 1));
   const Stats after = rt->stats();
   const uint64_t ahead = after.pages_read_ahead - before.pages_read_ahead;
   const uint64_t hits = after.read_ahead_hits - before.read_ahead_hits;
@@ -362,7 +346,7 @@ TEST_P(PagingTest, ReadAheadForARandomReaderIsWaste) {
   auto r = rt->Map({.size = kPages * kPage, .name = "waste"});
   ASSERT_TRUE(r.ok()) << r.status();
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   // Told the access is sequential, every fault reads a full window ahead,
   // and a random reader reaches none of it.
   ASSERT_TRUE(rt->Advise(*r, 0, 0, Runtime::Advice::kSequential).ok());
@@ -418,10 +402,8 @@ TEST(PagingFailureTest, FailedWritesKeepPagesResidentAndLoseNothing) {
   auto r = rt->Map({.size = kPages * kPage, .name = "eio"});
   ASSERT_TRUE(r.ok());
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
-  for (uint64_t i = 0; i < kPages; ++i) {
-    ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
-  }
+  FillPages(p, 0, kPages, 1);
+  ASSERT_TRUE(PagesAre(p, 0, kPages, 1));
   const Stats s = rt->stats();
   EXPECT_GT(s.swap_write_errors, 0u) << s.ToString();
   EXPECT_EQ(s.pages_swapped_out, 0u) << s.ToString();
@@ -445,7 +427,7 @@ void TouchAPageWhoseReadFails() {
   auto r = (*rt)->Map({.size = kPages * kPage, .name = "eio-read"});
   if (!r.ok()) _exit(5);
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   faulty->FailReads(EIO);
   // Page 0 was evicted long ago: its read fails, and the access must not
   // see zeros.
@@ -531,7 +513,7 @@ TEST(AdviseTest, WillNeedReadsBackAndDontNeedDrops) {
   auto r = rt->Map({.size = kPages * kPage, .name = "willneed"});
   ASSERT_TRUE(r.ok());
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   // The first 64 pages were evicted long ago. Drop the upper half first so
   // the prefetched pages fit under the low watermark: otherwise the evictor
   // may rightly take some of them back before the check below.
@@ -581,7 +563,7 @@ TEST(CleanDropTest, PagesSwappedInAndNotWrittenAreDroppedWithoutIo) {
   auto r = rt->Map({.size = kPages * kPage, .name = "clean"});
   ASSERT_TRUE(r.ok());
   std::byte* p = (*r)->data();
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
+  FillPages(p, 0, kPages, 1);
   // Pass 1 swaps every page in at least once; pass 2 only re-reads.
   for (uint64_t i = 0; i < kPages; ++i) ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
   const Stats before = rt->stats();
@@ -597,7 +579,7 @@ TEST(CleanDropTest, PagesSwappedInAndNotWrittenAreDroppedWithoutIo) {
   EXPECT_GT(after.pages_swapped_in, before.pages_swapped_in);
 
   // Writing a clean page makes it dirty: its next eviction writes it.
-  for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 2);
+  FillPages(p, 0, kPages, 2);
   for (uint64_t i = 0; i < kPages; ++i) ASSERT_TRUE(PageIs(p + i * kPage, i, 2));
   const Stats last = rt->stats();
   EXPECT_GT(last.pages_dirtied, 0u) << last.ToString();

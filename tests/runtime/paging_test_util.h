@@ -59,6 +59,25 @@ inline ::testing::AssertionResult PageIs(const std::byte* p, uint64_t page,
   return ::testing::AssertionSuccess();
 }
 
+// FillPage(gen) for pages [first, first + count) of the region at p.
+inline void FillPages(std::byte* p, uint64_t first, uint64_t count,
+                      uint64_t gen) {
+  for (uint64_t i = first; i < first + count; ++i) {
+    FillPage(p + i * kPage, i, gen);
+  }
+}
+
+// PageIs(gen) for pages [first, first + count): the first that differs.
+inline ::testing::AssertionResult PagesAre(const std::byte* p, uint64_t first,
+                                           uint64_t count, uint64_t gen) {
+  for (uint64_t i = first; i < first + count; ++i) {
+    if (::testing::AssertionResult r = PageIs(p + i * kPage, i, gen); !r) {
+      return r;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Pages of [p, p + pages) the kernel has in memory (mincore).
 inline uint64_t PresentPages(const std::byte* p, uint64_t pages) {
   std::vector<unsigned char> v(pages);
