@@ -95,21 +95,27 @@ absl::StatusOr<std::unique_ptr<SwapFileStore>> SwapFileStore::Open(
     ring_fd = *index;
     file_registered = true;
   }
+  // Removed now, not at close: the descriptor keeps the file, and a process
+  // that is killed or crashes leaves no swap file (of capacity_bytes) behind.
+  // If the unlink fails, the destructor tries again.
+  const bool unlinked =
+      options.unlink_on_close && os::UnlinkFile(file.path()).ok();
   return std::unique_ptr<SwapFileStore>(new SwapFileStore(
       options, page_size, std::move(file), std::move(*completions),
-      std::move(*ring), ring_fd, file_registered));
+      std::move(*ring), ring_fd, file_registered, unlinked));
 }
 
 SwapFileStore::SwapFileStore(const SwapFileOptions& options, size_t page_size,
                              os::File file, os::EventFd completions,
                              std::unique_ptr<os::IoUring> ring, int ring_fd,
-                             bool file_registered)
+                             bool file_registered, bool unlinked)
     : options_(options),
       page_size_(page_size),
       file_(std::move(file)),
       completions_(std::move(completions)),
       ring_fd_(ring_fd),
       file_registered_(file_registered),
+      unlinked_(unlinked),
       slots_(options.capacity_bytes / page_size),
       max_in_ring_(ring->cq_entries()),
       max_writes_in_ring_(
@@ -141,7 +147,8 @@ SwapFileStore::~SwapFileStore() {
   }
   const std::string path = file_.path();
   (void)file_.Close();
-  if (options_.unlink_on_close) (void)os::UnlinkFile(path);
+  // Not if removed at open already: the path may name another file now.
+  if (options_.unlink_on_close && !unlinked_) (void)os::UnlinkFile(path);
 }
 
 absl::StatusOr<uint64_t> SwapFileStore::AllocateSlot() {

@@ -91,7 +91,8 @@ class SwapFileStore final : public BackingStore {
   SwapFileStore(const SwapFileStore&) = delete;
   SwapFileStore& operator=(const SwapFileStore&) = delete;
   // Waits (up to 30 s) for requests the kernel has started, drops the ones
-  // still queued, closes the file and, with unlink_on_close, removes it.
+  // still queued, closes the file and, with unlink_on_close, removes it if
+  // Open could not already.
   ~SwapFileStore() override;
 
   size_t page_size() const override { return page_size_; }
@@ -141,7 +142,7 @@ class SwapFileStore final : public BackingStore {
   SwapFileStore(const SwapFileOptions& options, size_t page_size,
                 os::File file, os::EventFd completions,
                 std::unique_ptr<os::IoUring> ring, int ring_fd,
-                bool file_registered);
+                bool file_registered, bool unlinked);
 
   // Moves queued ops into the ring while there is room and submits what it
   // prepared. A transient refusal (EAGAIN, EBUSY) leaves the entries in
@@ -179,6 +180,7 @@ class SwapFileStore final : public BackingStore {
   // registered files when file_registered_.
   const int ring_fd_;
   const bool file_registered_;
+  const bool unlinked_;  // unlink_on_close: removed at open already
   SlotAllocator slots_;
   // Entries in the ring at most: the completion queue's size.
   const uint32_t max_in_ring_;

@@ -3,6 +3,7 @@
 // fallbacks, batching, and the kernel's bad days injected through
 // FakeIoUring (short transfers, EIO, ENOSPC, refused submissions, late
 // completions).
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <poll.h>
 #include <sched.h>
@@ -380,17 +381,43 @@ TEST(SwapFileStoreTest, FileSystemWithoutDirectIoFallsBackToBuffered) {
   EXPECT_EXIT(RamfsChild(), ::testing::ExitedWithCode(0), "");
 }
 
-TEST(SwapFileStoreTest, FileIsRemovedOnCloseByDefault) {
+// The descriptor of this process's open file that was at `path` before it
+// was removed ("<path> (deleted)" in /proc/self/fd), or -1.
+int OpenDeletedFile(const std::string& path) {
+  for (int fd = 0; fd < 4096; ++fd) {
+    char link[64], target[4096];
+    std::snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    const ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0) continue;
+    target[n] = 0;
+    if (std::string(target) == path + " (deleted)") return fd;
+  }
+  return -1;
+}
+
+TEST(SwapFileStoreTest, FileIsRemovedAsSoonAsItIsOpenByDefault) {
   const SwapFileOptions o = DiskOptions("unlink");
   {
     auto store = OpenSwapFile(o);
     ASSERT_TRUE(store.ok()) << store.status();
+    // Gone from the directory: a killed process leaves nothing behind.
+    EXPECT_FALSE(FileExists(o.path));
+    // Still open, sized, private, and working.
+    const int fd = OpenDeletedFile(o.path);
+    ASSERT_GE(fd, 0) << "no open descriptor for " << o.path;
     struct stat st;
-    ASSERT_EQ(stat(o.path.c_str(), &st), 0);
+    ASSERT_EQ(fstat(fd, &st), 0);
     EXPECT_EQ(static_cast<uint64_t>(st.st_size), o.capacity_bytes);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
+    AlignedPages pool(64), readback(64);
+    WriteAndCheck(**store, AllocateAll(**store), pool, readback, 9);
+    // A new file at the same path is not the store's to remove.
+    const int other = open(o.path.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(other, 0);
+    close(other);
   }
-  EXPECT_FALSE(FileExists(o.path));
+  EXPECT_TRUE(FileExists(o.path)) << "the store removed a file not its own";
+  EXPECT_EQ(unlink(o.path.c_str()), 0);
 }
 
 TEST(SwapFileStoreTest, FileIsKeptWhenAskedAndEmptiedWhenReopened) {
@@ -414,7 +441,7 @@ TEST(SwapFileStoreTest, FileIsKeptWhenAskedAndEmptiedWhenReopened) {
     auto store = OpenSwapFile(o);
     ASSERT_TRUE(store.ok()) << store.status();
     struct stat st;
-    ASSERT_EQ(stat(o.path.c_str(), &st), 0);
+    ASSERT_EQ(fstat(OpenDeletedFile(o.path), &st), 0);
     EXPECT_EQ(static_cast<uint64_t>(st.st_size), o.capacity_bytes);
     // What the earlier store wrote is gone: a slot never written by this
     // store reads as zeros.

@@ -137,7 +137,10 @@ struct SwapFileOptions {
   // completes on its own (a failed merged I/O is retried page by page, so
   // an error names the page it belongs to).
   uint32_t max_merge_pages = 64;
-  // Remove the file when the store is destroyed.
+  // Remove the file: as soon as it is open and sized (the store's open
+  // descriptor keeps it alive), so that not even a killed process leaves
+  // it behind; if that fails, when the store is destroyed. false: the file
+  // stays, with the pages written to it.
   bool unlink_on_close = true;
 };
 

@@ -50,8 +50,9 @@ enum class UffdOpenMode {
 // Read only when RuntimeOptions::resident_budget_bytes is non-zero.
 struct SwapOptions {
   // The swap file: created if missing, emptied and sized to capacity_bytes
-  // by Runtime::Create (an existing file's contents are lost), and removed
-  // when the Runtime is destroyed. Empty (default): a fresh file in $TMPDIR,
+  // by Runtime::Create (an existing file's contents are lost), then removed
+  // from its directory at once (the open descriptor keeps it until the
+  // Runtime is destroyed), so not even a killed process leaves it behind. Empty (default): a fresh file in $TMPDIR,
   // or /var/tmp when TMPDIR is unset. Use a local disk: every eviction and
   // swap-in goes through it. Create fails with the open or fallocate error
   // naming the path (PermissionDenied, NotFound for a missing directory,
