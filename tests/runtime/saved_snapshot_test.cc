@@ -28,9 +28,21 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// Where a death test's child keeps its files: the child is this binary run
+// again up to the death, and it dies before its TempDir is removed, so its
+// directory is named after the parent, which removes it.
+std::string DeathChildDir(pid_t parent) {
+  return "/tmp/upager-saved-child-" + std::to_string(parent);
+}
+
 class TempDir {
  public:
   TempDir() {
+    if (!GTEST_FLAG_GET(internal_run_death_test).empty()) {
+      path_ = DeathChildDir(getppid());
+      std::filesystem::create_directories(path_);
+      return;
+    }
     char tmpl[] = "/tmp/upager-saved-XXXXXX";
     path_ = mkdtemp(tmpl);
   }
@@ -252,6 +264,7 @@ TEST(SavedSnapshotDeathTest, CorruptPageIsNeverServed) {
         _exit(0);
       },
       ::testing::KilledBySignal(SIGBUS), "");  // SIGBUS: the corrupt bytes never reach the application
+  std::filesystem::remove_all(DeathChildDir(getpid()));
   // Pages around it are unaffected.
   EXPECT_TRUE(PageIs(data + 63 * kPage, 63, 1));
 }
