@@ -98,10 +98,9 @@ TEST_P(PagingTest, SequentialWriteThenReadFourTimesTheBudget) {
   constexpr uint64_t kBudget = 1024, kPages = 4096;
   auto rt = Make(kBudget, 2 * kPages);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "seq"});
-  ASSERT_TRUE(r.ok()) << r.status();
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "seq");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   ASSERT_TRUE(PagesAre(p, 0, kPages, 1));
   const Stats s = rt->stats();
   EXPECT_GT(s.pages_swapped_out, kPages - kBudget) << s.ToString();
@@ -109,7 +108,7 @@ TEST_P(PagingTest, SequentialWriteThenReadFourTimesTheBudget) {
   EXPECT_LE(s.budget_used_pages, kBudget) << s.ToString();
   EXPECT_EQ(s.over_budget_pages, 0u) << s.ToString();
   EXPECT_EQ(s.errors, 0u) << s.ToString();
-  ASSERT_TRUE(rt->Unmap(*r).ok());
+  ASSERT_TRUE(rt->Unmap(r).ok());
   EXPECT_EQ(rt->stats().store.used_slots, 0u) << "Unmap frees the slots";
 }
 
@@ -164,10 +163,9 @@ TEST_P(PagingTest, DontNeedOfSwappedPagesReadsZeroAndFreesSlots) {
   constexpr uint64_t kBudget = 256, kPages = 1024;
   auto rt = Make(kBudget, 2 * kPages);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "dontneed"});
-  ASSERT_TRUE(r.ok());
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "dontneed");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   ASSERT_GT(rt->stats().swapped_pages, 0u);
   // Drop the first half, whatever state each page is in.
   ASSERT_EQ(madvise(p, kPages / 2 * kPage, MADV_DONTNEED), 0);
@@ -202,10 +200,9 @@ TEST_P(PagingTest, SequentialSwapInReadsAheadWithoutWaiting) {
   constexpr uint64_t kBudget = 1024, kPages = 8192;  // 8x
   auto rt = Make(kBudget, 2 * kPages);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "stream"});
-  ASSERT_TRUE(r.ok()) << r.status();
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "stream");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   for (int pass = 0; pass < 2; ++pass) {
     const Stats before = rt->stats();
     ASSERT_TRUE(PagesAre(p, 0, kPages, 1)) << "pass " << pass;
@@ -225,7 +222,7 @@ TEST_P(PagingTest, SequentialSwapInReadsAheadWithoutWaiting) {
         << after.ToString();
   }
   EXPECT_EQ(rt->stats().errors, 0u) << rt->stats().ToString();
-  ASSERT_TRUE(rt->Unmap(*r).ok());
+  ASSERT_TRUE(rt->Unmap(r).ok());
   EXPECT_EQ(rt->stats().store.used_slots, 0u) << "Unmap frees the slots";
 }
 
@@ -236,10 +233,9 @@ TEST_P(PagingTest, HeldMarkerBytesNeverOutliveTheirSlot) {
   constexpr uint64_t kBudget = 512, kPages = 4096;
   auto rt = Make(kBudget, 2 * kPages);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "held"});
-  ASSERT_TRUE(r.ok()) << r.status();
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "held");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   // Stop half way through a stream: its last window's marker stays held.
   ASSERT_TRUE(PagesAre(p, 0, kPages / 2, 1));
   ASSERT_GT(rt->stats().read_ahead_async, 0u) << rt->stats().ToString();
@@ -248,7 +244,7 @@ TEST_P(PagingTest, HeldMarkerBytesNeverOutliveTheirSlot) {
   ASSERT_TRUE(PagesAre(p, 0, kPages, 2)) << "after madvise";
   // The same through Unmap: a new region takes the freed slots.
   ASSERT_TRUE(PagesAre(p, 0, kPages / 2, 2));
-  ASSERT_TRUE(rt->Unmap(*r).ok());
+  ASSERT_TRUE(rt->Unmap(r).ok());
   EXPECT_EQ(rt->stats().store.used_slots, 0u);
   auto r2 = rt->Map({.size = kPages * kPage, .name = "held2"});
   ASSERT_TRUE(r2.ok()) << r2.status();
@@ -265,10 +261,9 @@ TEST_P(PagingTest, ConcurrentSequentialReadersMatchTheShadow) {
   constexpr uint64_t kBudget = 512, kPages = 4096;
   auto rt = Make(kBudget, 2 * kPages);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "streams"});
-  ASSERT_TRUE(r.ok()) << r.status();
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "streams");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   constexpr int kThreads = 3;
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
@@ -296,10 +291,9 @@ TEST_P(PagingTest, ReadAheadOfAStreamIsHitWhereTheStreamGoesOn) {
   constexpr uint64_t kBudget = 2048, kPages = 8192;
   auto rt = Make(kBudget, 2 * kPages);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "hits"});
-  ASSERT_TRUE(r.ok()) << r.status();
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "hits");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   // The region's tail is resident: read the swapped-out head once through.
   const uint64_t head = kPages - kBudget;
   const Stats before = rt->stats();
@@ -343,13 +337,12 @@ TEST_P(PagingTest, ReadAheadForARandomReaderIsWaste) {
   constexpr uint64_t kBudget = 512, kPages = 8192;
   auto rt = Make(kBudget, 2 * kPages);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "waste"});
-  ASSERT_TRUE(r.ok()) << r.status();
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "waste");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   // Told the access is sequential, every fault reads a full window ahead,
   // and a random reader reaches none of it.
-  ASSERT_TRUE(rt->Advise(*r, 0, 0, Runtime::Advice::kSequential).ok());
+  ASSERT_TRUE(rt->Advise(r, 0, 0, Runtime::Advice::kSequential).ok());
   const Stats before = rt->stats();
   std::mt19937_64 rng(77);
   constexpr int kReads = 24;
@@ -369,7 +362,7 @@ TEST_P(PagingTest, ReadAheadForARandomReaderIsWaste) {
   EXPECT_LE(hits, ahead / 8) << after.ToString();
   EXPECT_EQ(after.errors, 0u) << after.ToString();
   // Random again: nothing more is read ahead.
-  ASSERT_TRUE(rt->Advise(*r, 0, 0, Runtime::Advice::kRandom).ok());
+  ASSERT_TRUE(rt->Advise(r, 0, 0, Runtime::Advice::kRandom).ok());
   const Stats random_before = rt->stats();
   for (int k = 0; k < kReads; ++k) {
     const uint64_t i = rng() % (kPages - kBudget);
@@ -399,10 +392,9 @@ TEST(PagingFailureTest, FailedWritesKeepPagesResidentAndLoseNothing) {
   o.swap.store = faulty;
   auto rt = MakeRuntime(o);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "eio"});
-  ASSERT_TRUE(r.ok());
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "eio");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   ASSERT_TRUE(PagesAre(p, 0, kPages, 1));
   const Stats s = rt->stats();
   EXPECT_GT(s.swap_write_errors, 0u) << s.ToString();
@@ -510,39 +502,38 @@ TEST(AdviseTest, WillNeedReadsBackAndDontNeedDrops) {
   o.swap.store = MemoryStore(4 * kPages * kPage);
   auto rt = MakeRuntime(o);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "willneed"});
-  ASSERT_TRUE(r.ok());
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "willneed");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   // The first 64 pages were evicted long ago. Drop the upper half first so
   // the prefetched pages fit under the low watermark: otherwise the evictor
   // may rightly take some of them back before the check below.
   ASSERT_LT(PresentPages(p, 64), 64u);
-  ASSERT_TRUE(rt->Advise(*r, kPages / 2 * kPage, kPages / 2 * kPage,
+  ASSERT_TRUE(rt->Advise(r, kPages / 2 * kPage, kPages / 2 * kPage,
                          Runtime::Advice::kDontNeed).ok());
   // WillNeed is best effort (pages in transit are skipped), so an
   // application that needs them all asks again until they are in; none of
   // them may be touched meanwhile.
   EXPECT_TRUE(Eventually([&] {
     EXPECT_TRUE(
-        rt->Advise(*r, 0, 64 * kPage, Runtime::Advice::kWillNeed).ok());
+        rt->Advise(r, 0, 64 * kPage, Runtime::Advice::kWillNeed).ok());
     return PresentPages(p, 64) == 64;
   }))
       << "prefetched without a touch; " << PresentPages(p, 64) << " present\n"
       << rt->stats().ToString();
   for (uint64_t i = 0; i < 64; ++i) ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
 
-  ASSERT_TRUE(rt->Advise(*r, 64 * kPage, 64 * kPage,
+  ASSERT_TRUE(rt->Advise(r, 64 * kPage, 64 * kPage,
                          Runtime::Advice::kDontNeed).ok());
   for (uint64_t i = 64; i < 128; ++i) ASSERT_TRUE(PageIs(p + i * kPage, i, 0));
   for (uint64_t i = 128; i < kPages; i += 31) {
     ASSERT_TRUE(PageIs(p + i * kPage, i, i < kPages / 2 ? 1 : 0));
   }
 
-  auto bad = rt->Advise(*r, 100, kPage, Runtime::Advice::kWillNeed);
+  auto bad = rt->Advise(r, 100, kPage, Runtime::Advice::kWillNeed);
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.message(), HasSubstr("offset=100"));
-  EXPECT_EQ(rt->Advise(*r, 0, (kPages + 1) * kPage, Runtime::Advice::kNormal)
+  EXPECT_EQ(rt->Advise(r, 0, (kPages + 1) * kPage, Runtime::Advice::kNormal)
                 .code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -560,10 +551,9 @@ TEST(CleanDropTest, PagesSwappedInAndNotWrittenAreDroppedWithoutIo) {
   o.swap.store = MemoryStore(4 * kPages * kPage);
   auto rt = MakeRuntime(o);
   ASSERT_NE(rt, nullptr);
-  auto r = rt->Map({.size = kPages * kPage, .name = "clean"});
-  ASSERT_TRUE(r.ok());
-  std::byte* p = (*r)->data();
-  FillPages(p, 0, kPages, 1);
+  Region* r = MapFilled(*rt, kPages, "clean");
+  ASSERT_NE(r, nullptr);
+  std::byte* p = r->data();
   // Pass 1 swaps every page in at least once; pass 2 only re-reads.
   for (uint64_t i = 0; i < kPages; ++i) ASSERT_TRUE(PageIs(p + i * kPage, i, 1));
   const Stats before = rt->stats();
@@ -585,7 +575,7 @@ TEST(CleanDropTest, PagesSwappedInAndNotWrittenAreDroppedWithoutIo) {
   EXPECT_GT(last.pages_dirtied, 0u) << last.ToString();
   EXPECT_GT(last.store.writes, after.store.writes);
   EXPECT_EQ(last.errors, 0u) << last.ToString();
-  ASSERT_TRUE(rt->Unmap(*r).ok());
+  ASSERT_TRUE(rt->Unmap(r).ok());
   EXPECT_EQ(rt->stats().store.used_slots, 0u) << "clean pages' slots freed too";
 }
 

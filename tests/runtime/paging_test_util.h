@@ -78,6 +78,16 @@ inline ::testing::AssertionResult PagesAre(const std::byte* p, uint64_t first,
   return ::testing::AssertionSuccess();
 }
 
+// A region of `pages` pages named `name`, every page written with
+// generation 1 (FillPages); null, with a test failure, if Map fails.
+inline Region* MapFilled(Runtime& rt, uint64_t pages, const char* name) {
+  absl::StatusOr<Region*> r = rt.Map({.size = pages * kPage, .name = name});
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (!r.ok()) return nullptr;
+  FillPages((*r)->data(), 0, pages, 1);
+  return *r;
+}
+
 // Pages of [p, p + pages) the kernel has in memory (mincore).
 inline uint64_t PresentPages(const std::byte* p, uint64_t pages) {
   std::vector<unsigned char> v(pages);
