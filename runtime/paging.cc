@@ -594,11 +594,6 @@ void Engine::HandleCompletions(
     return b == first + static_cast<int>(k) && op.sync_result == nullptr &&
            !op.marker && op.core == head.core && op.page == head.page + k;
   };
-  for (const BackingStore::Completion& c : done) {
-    if ((c.tag & kReadTagBit) && !(c.tag & kSpillTagBit)) {
-      ReadArrived(static_cast<int>(c.tag & ~kReadTagBit));
-    }
-  }
   for (size_t i = 0; i < done.size();) {
     const BackingStore::Completion& c = done[i];
     if (c.tag & kSpillTagBit) {
@@ -610,6 +605,8 @@ void Engine::HandleCompletions(
           !p.reads[first].marker) {
         while (i + k < done.size() && continues(done[i + k], first, k)) ++k;
       }
+      // A run is consecutive buffers from `first`.
+      for (size_t j = 0; j < k; ++j) ReadArrived(first + static_cast<int>(j));
       if (k > 1) {
         OnReadRun(first, k);
       } else {
