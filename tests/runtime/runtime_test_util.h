@@ -48,19 +48,22 @@ inline std::unique_ptr<Runtime> MakeRuntime(const RuntimeOptions& o = {}) {
 // The faulting thread is woken by the fill ioctl itself, before the service
 // thread publishes the page's new state and bumps the counters, so a Stats
 // snapshot taken right after a touch can be one fill behind. Waits (bounded)
-// until every fault read so far has finished being served. `Rt` is a
-// Runtime or an internal::Engine.
+// until every fault read so far has finished being served, then returns a
+// snapshot taken after that: stats() reads its counters one after another
+// and the latency histogram near the end, so the very snapshot that shows a
+// fault served can hold counts read before its fill published them
+// (resident_pages 0 beside a served fault: the likely cause of one CI
+// failure under ASan). `Rt` is a Runtime or an internal::Engine.
 template <typename Rt>
 Stats SettledStats(const Rt& rt) {
-  Stats s = rt.stats();
   for (int i = 0; i < 10000; ++i) {
+    const Stats s = rt.stats();
     const uint64_t faults = s.faults_missing_read + s.faults_missing_write +
                             s.faults_write_protect + s.faults_minor;
     if (s.fault_latency.count + s.fill_retries >= faults) break;
     absl::SleepFor(absl::Milliseconds(1));
-    s = rt.stats();
   }
-  return s;
+  return rt.stats();
 }
 
 // A start address for `len` bytes far below every mapping made so far, for
