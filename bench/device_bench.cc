@@ -147,6 +147,24 @@ absl::Status RunRaw(Device& d, uint32_t depth, uint64_t total,
   return absl::OkStatus();
 }
 
+constexpr uint64_t kPagesPerBlock = kSeqBlock / kPageSize;
+
+// Writes blocks [first, first + count) of kSeqBlock bytes, kSeqDepth in
+// flight, every page with its stamp.
+absl::Status WriteBlocks(Device& d, uint64_t first, uint64_t count) {
+  return RunRaw(
+      d, kSeqDepth, count,
+      [&](uint64_t i, size_t b) {
+        const uint64_t block = first + i;
+        for (uint64_t p = 0; p < kPagesPerBlock; ++p) {
+          StampPage(d.raw_buffer(b) + p * kPageSize,
+                    block * kPagesPerBlock + p);
+        }
+        return d.Raw(os::IoOp::kWrite, b, kSeqBlock, block * kSeqBlock);
+      },
+      [](const os::IoCompletion& c, uint64_t) { return c.bytes == kSeqBlock; });
+}
+
 absl::StatusOr<std::unique_ptr<Device>> MakeDevice() {
   auto d = std::make_unique<Device>();
   const std::string dir = BenchDir();
@@ -199,17 +217,7 @@ absl::StatusOr<std::unique_ptr<Device>> MakeDevice() {
   }
 
   // Fill: every page gets its stamp, in 128 KiB writes.
-  constexpr uint64_t kPagesPerBlock = kSeqBlock / kPageSize;
-  absl::Status s = RunRaw(
-      *d, kSeqDepth, kFileBytes / kSeqBlock,
-      [&](uint64_t block, size_t b) {
-        for (uint64_t p = 0; p < kPagesPerBlock; ++p) {
-          StampPage(d->raw_buffer(b) + p * kPageSize,
-                    block * kPagesPerBlock + p);
-        }
-        return d->Raw(os::IoOp::kWrite, b, kSeqBlock, block * kSeqBlock);
-      },
-      [](const os::IoCompletion& c, uint64_t) { return c.bytes == kSeqBlock; });
+  absl::Status s = WriteBlocks(*d, 0, kFileBytes / kSeqBlock);
   if (!s.ok()) return s;
   return d;
 }
@@ -237,7 +245,6 @@ void BM_SeqRead(benchmark::State& state) {
   if (SkipIfError(state, dev.status())) return;
   Device& d = **dev;
   constexpr uint64_t kBlocks = (kFileBytes / 4) / kSeqBlock;
-  constexpr uint64_t kPagesPerBlock = kSeqBlock / kPageSize;
   uint64_t quarter = 0;
   int64_t bytes = 0;
   for (auto _ : state) {
@@ -253,6 +260,30 @@ void BM_SeqRead(benchmark::State& state) {
                  PageHasStamp(d.raw_buffer(c.user_data),
                               (first + i) * kPagesPerBlock);
         });
+    const int64_t end = NowNanos();
+    if (SkipIfError(state, s)) break;
+    state.SetIterationTime(static_cast<double>(end - start) * 1e-9);
+    bytes += static_cast<int64_t>(kBlocks * kSeqBlock);
+  }
+  state.SetBytesProcessed(bytes);
+  state.SetLabel(d.label);
+}
+
+// --- Device/SeqWrite: the same shape as SeqRead, writing (each page gets
+// its stamp back): the ceiling for page-out, whose store writes runs of up
+// to 256 KiB, up to 1 MiB in flight.
+
+void BM_SeqWrite(benchmark::State& state) {
+  absl::StatusOr<Device*> dev = GetDevice();
+  if (SkipIfError(state, dev.status())) return;
+  Device& d = **dev;
+  constexpr uint64_t kBlocks = (kFileBytes / 4) / kSeqBlock;
+  uint64_t quarter = 0;
+  int64_t bytes = 0;
+  for (auto _ : state) {
+    const uint64_t first = (quarter++ % 4) * kBlocks;
+    const int64_t start = NowNanos();
+    absl::Status s = WriteBlocks(d, first, kBlocks);
     const int64_t end = NowNanos();
     if (SkipIfError(state, s)) break;
     state.SetIterationTime(static_cast<double>(end - start) * 1e-9);
@@ -419,6 +450,10 @@ void BM_SwapStoreQd32(benchmark::State& state, BackingStore::Request::Op op) {
 // Unit: one iteration is 50-300 ms.
 BENCHMARK(BM_SeqRead)
     ->Name("Device/SeqRead")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SeqWrite)
+    ->Name("Device/SeqWrite")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RandReadQd1)

@@ -15,7 +15,11 @@
 // HandleMissing serves as a fresh zero page (what the application's
 // madvise/munmap promised). Fills that start after the event was read but
 // before it is handled here see the old layout; for REMOVE that is the
-// same zero content, for UNMAP the fill fails with ENOENT.
+// same zero content, for UNMAP the fill fails with ENOENT. The exception
+// is a fill that puts a page's old bytes back (a swap-in, a cancelled
+// eviction's move-back): landing after the zap, it would resurrect bytes
+// the application dropped, so it is fenced against event reads and taken
+// back when that happened (Engine::FillFence, Stats::fills_revoked).
 #include <vector>
 
 #include "runtime/engine.h"

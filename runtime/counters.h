@@ -38,6 +38,7 @@ struct Counters {
   Counter fill_exists;
   Counter fill_retries;
   Counter fill_gone;
+  Counter fills_revoked;  // Engine::RevokeFill
   Counter events_remove;
   Counter events_unmap;
   Counter events_remap;

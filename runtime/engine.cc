@@ -744,6 +744,7 @@ Stats Engine::stats() const {
   s.fill_exists = c.fill_exists.Get();
   s.fill_retries = c.fill_retries.Get();
   s.fill_gone = c.fill_gone.Get();
+  s.fills_revoked = c.fills_revoked.Get();
   s.events_remove = c.events_remove.Get();
   s.events_unmap = c.events_unmap.Get();
   s.events_remap = c.events_remap.Get();

@@ -250,6 +250,10 @@ class Engine final : public FaultService::Handler {
     std::unique_ptr<os::Uffd> staging_uffd;
     std::unique_ptr<PageArena> staging;  // eviction: victims' bytes
     std::unique_ptr<PageArena> buffers;  // swap-in: read targets
+    // One page, registered like staging: where RevokeFill moves a page it
+    // takes back before dropping it.
+    std::unique_ptr<PageArena> scrap;
+    absl::Mutex scrap_mu;  // held across the move and the drop
     // Read-ahead markers' buffers, by slot, until a swap-in takes them.
     std::unique_ptr<HeldReads> held;
     std::atomic<bool> hold_markers{true};  // false once everything comes in
@@ -370,6 +374,24 @@ class Engine final : public FaultService::Handler {
   // Completes an eviction whose page the application dropped meanwhile
   // (the caller has set the entry absent).
   void FinishDroppedWrite(int staging, PageEntry dropped, int error, bool wake);
+  // Fills that put a page's old bytes back (a swap-in, a cancelled
+  // eviction's move-back) check its discard flag first; but the kernel
+  // zaps a madvised page as soon as the REMOVE is *read*, before it is
+  // applied (runtime/app_events.cc). An event read between the check and
+  // the fill could zap the page before the fill lands, and the fill would
+  // bring back bytes the application dropped. So: FillFence() before the
+  // check; after the fill, DroppedDuringFill(): true if an event read
+  // since the fence dropped the page (applied by then; the caller still
+  // holds its claim), which the caller must then RevokeFill and drop.
+  // Costs one atomic load each when no event was read meanwhile.
+  uint64_t FillFence() const;
+  bool DroppedDuringFill(const RegionCore* core, PageIndex page,
+                         uint64_t fence) const;
+  // Takes back the page a fill just put at `addr` (if the kernel has not
+  // zapped it already): moved out to the scrap page and dropped there,
+  // without raising an event. Faults on it meanwhile wait: its entry is
+  // still claimed, and a swap-in maps write-protected where it can.
+  void RevokeFill(uintptr_t addr);
   // Puts an evicted page's bytes back into the region (eviction cancelled
   // or its write failed); retried after the next read on EAGAIN.
   void CompleteMoveBack(int staging);

@@ -93,6 +93,13 @@ void FaultService::SyncEvents() const {
   absl::MutexLock lock(&event_mu_);
 }
 
+uint64_t FaultService::QuiesceEvents() const {
+  const uint64_t fence = event_reads_.load(std::memory_order_acquire);
+  if ((fence & 1) == 0) return fence;
+  SyncEvents();
+  return event_reads_.load(std::memory_order_acquire);
+}
+
 bool FaultService::GuardShouldServe() {
   const uint64_t reads_before = reads_.load(std::memory_order_relaxed);
   uint64_t ready = 0;
@@ -168,6 +175,7 @@ void FaultService::Loop(int index) {
     size_t count = 0;
     if (ready & 1) {
       absl::MutexLock lock(&event_mu_);
+      event_reads_.fetch_add(1, std::memory_order_acq_rel);  // odd: reading
       handler_->EventsBegin();
       const os::ReadResult r = uffd_->ReadEvents(absl::MakeSpan(batch));
       if (r.error != 0) {
@@ -180,6 +188,7 @@ void FaultService::Loop(int index) {
         handler_->ApplyEvents(absl::MakeConstSpan(batch.data(), count));
       }
       handler_->EventsEnd();
+      event_reads_.fetch_add(1, std::memory_order_acq_rel);  // even: applied
     }
     batch.resize(count);
     if (ready & 16) {

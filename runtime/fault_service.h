@@ -10,7 +10,8 @@
 // is served. Each thread therefore reads its batch and applies the batch's
 // address-space events under event_mu_; faults are served outside it, in
 // parallel. SyncEvents() (lock + unlock) returns once every event already
-// read has been applied.
+// read has been applied; QuiesceEvents()/EventsReadSince() tell a fill
+// whether a read began while it went in (Engine::FillFence).
 //
 // Placement (measured in bench/, see README "Benchmarks"): on a VM a
 // wake-up that crosses to a halted vCPU costs tens of microseconds, so each
@@ -128,6 +129,16 @@ class FaultService {
   void Kick();
   // Returns once every event read so far has been applied.
   void SyncEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
+  // Fill fence (see Engine::FillFence): the number of event reads begun,
+  // odd while one is being read and applied. Waits (SyncEvents) for a read
+  // in progress first; the result is still odd if another began since.
+  uint64_t QuiesceEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
+  // Whether an event read may have begun since QuiesceEvents returned
+  // `fence`: always true for an odd fence.
+  bool EventsReadSince(uint64_t fence) const {
+    return (fence & 1) != 0 ||
+           event_reads_.load(std::memory_order_acquire) != fence;
+  }
 
   // Serving threads, the guard not included.
   int threads() const { return config_.threads; }
@@ -153,6 +164,9 @@ class FaultService {
 
   // Held across "read a batch + apply its address-space events".
   mutable absl::Mutex event_mu_;
+  // Bumped under event_mu_ before each read (odd) and after its events are
+  // applied (even).
+  std::atomic<uint64_t> event_reads_{0};
 
   os::Uffd* const uffd_;
   Handler* const handler_;

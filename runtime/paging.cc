@@ -170,6 +170,10 @@ absl::Status Engine::StartPaging() {
   UPAGER_RETURN_IF_ERROR(p->staging_uffd->Register(
       reinterpret_cast<uint64_t>(p->staging->base()), p->staging->bytes(),
       os::kRegisterMissing));
+  UPAGER_ASSIGN_OR_RETURN(p->scrap, PageArena::Create(1, page_size_));
+  UPAGER_RETURN_IF_ERROR(p->staging_uffd->Register(
+      reinterpret_cast<uint64_t>(p->scrap->base()), p->scrap->bytes(),
+      os::kRegisterMissing));
   UPAGER_ASSIGN_OR_RETURN(p->buffers,
                           PageArena::Create(kReadBuffers, page_size_));
   // Read buffers are populated once, so the store may pin them (io_uring
@@ -774,6 +778,7 @@ void Engine::CompleteMoveBack(int staging) {
   const IoOp op = p.writes[staging];
   RegionCore* core = op.core;
   std::byte* const bytes = p.staging->page(staging);
+  const uint64_t fence = FillFence();  // before the discard check below
   // The page goes back writable: a snapshot that still needs its bytes
   // gets them first, from the staging page (runtime/snapshot_engine.cc).
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
@@ -804,6 +809,16 @@ void Engine::CompleteMoveBack(int staging) {
     absl::MutexLock lock(&p.retry_mu);
     p.retry_tags.push_back(kWriteRetryBit | static_cast<uint64_t>(staging));
     p.retry_pending.store(true);
+    return;
+  }
+  if (m.ok() && DroppedDuringFill(core, op.page, fence)) {
+    RevokeFill(addr);
+    // A snapshot's mark was settled above (snap_mu held since): nothing
+    // is left to capture, and the staging page is empty now.
+    const PageEntry dropped =
+        core->table.Get(op.page).with_flag(PageEntry::kCapturedBit, false);
+    (void)core->table.Set(op.page, PageEntry());
+    FinishDroppedWrite(staging, dropped, op.error, /*wake=*/true);
     return;
   }
   if (m.ok()) {
@@ -1148,6 +1163,39 @@ void Engine::Prefetch(RegionCore* core, PageIndex first, uint64_t count) {
   SubmitReads(&reads);
 }
 
+uint64_t Engine::FillFence() const {
+  return service_ != nullptr ? service_->QuiesceEvents() : 0;
+}
+
+bool Engine::DroppedDuringFill(const RegionCore* core, PageIndex page,
+                               uint64_t fence) const {
+  if (service_ == nullptr || !service_->EventsReadSince(fence)) return false;
+  // Whatever was read by now is applied once this returns: its discard
+  // flag is on the (still claimed) entry. Anything read later is zapped
+  // by the kernel after the fill landed, which is the order it expects.
+  service_->SyncEvents();
+  return core->table.Get(page).discard();
+}
+
+void Engine::RevokeFill(uintptr_t addr) {
+  Paging& p = *paging_;
+  counters_.fills_revoked.Add();
+  absl::MutexLock lock(&p.scrap_mu);
+  const auto scrap = reinterpret_cast<uint64_t>(p.scrap->base());
+  // A hole is fine: the kernel zapped the page after the fill after all.
+  const os::UffdResult m = p.staging_uffd->Move(
+      scrap, addr, page_size_, /*wake=*/false, /*allow_src_holes=*/true);
+  if (!m.ok() && m.outcome != os::UffdOutcome::kGone) {
+    // The page keeps the bytes the application dropped: say so.
+    RecordError(m.ToStatus(
+        absl::StrFormat("UFFDIO_MOVE (taking back a fill at %#x that the "
+                        "application's madvise dropped)",
+                        addr)
+            .c_str()));
+  }
+  (void)os::AdviseDontNeed(p.scrap->base(), page_size_);
+}
+
 void Engine::OnReadDone(int buffer, int error) {
   Paging& p = *paging_;
   const IoOp op = p.reads[buffer];
@@ -1157,6 +1205,7 @@ void Engine::OnReadDone(int buffer, int error) {
   }
   RegionCore* core = op.core;
   if (!op.from_held) p.swap_in_latency.Record(MonotonicNanos() - op.submit_ns);
+  const uint64_t fence = FillFence();  // before the discard check below
   // A snapshot may have marked the claimed page since the read started;
   // every entry published below keeps the mark (the bytes are unchanged).
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
@@ -1252,6 +1301,11 @@ void Engine::OnReadDone(int buffer, int error) {
     p.retry_pending.store(true);
     return;
   }
+  if (r.ok() && DroppedDuringFill(core, op.page, fence)) {
+    RevokeFill(addr);
+    drop_discarded();
+    return;
+  }
   if (r.ok() || r.outcome == os::UffdOutcome::kExists) {
     if (!r.ok()) (void)uffd_->Wake(addr, page_size_);
     PublishSwappedIn(op, mark, /*write_protected=*/r.ok() && track_writes_);
@@ -1300,7 +1354,11 @@ void Engine::OnReadRun(int first, size_t count) {
   RegionCore* core = head.core;
   const int64_t now = MonotonicNanos();
   size_t copied = 0;
+  // Pages of the run dropped by the application while the copy went in:
+  // taken back, and finished page by page below.
+  std::vector<size_t> revoked;
   {
+    const uint64_t fence = FillFence();  // before the discard checks below
     absl::ReaderMutexLock snap_lock(&core->snap_mu);
     // One UFFDIO_COPY for the run (one ioctl, and one wake for the
     // faulting thread and whoever touched the window meanwhile) when every
@@ -1319,6 +1377,17 @@ void Engine::OnReadRun(int first, size_t count) {
                       /*wake=*/true, /*write_protect=*/track_writes_);
       copied = r.ok() ? count : std::min<size_t>(count, r.bytes / page_size_);
       for (size_t i = 0; i < copied; ++i) {
+        if (DroppedDuringFill(core, head.page + i, fence)) {
+          RevokeFill(addr + i * page_size_);
+          revoked.push_back(i);
+        }
+      }
+      size_t next = 0;  // the next revoked page
+      for (size_t i = 0; i < copied; ++i) {
+        if (next < revoked.size() && revoked[next] == i) {
+          ++next;
+          continue;
+        }
         const IoOp& op = p.reads[first + static_cast<int>(i)];
         p.swap_in_latency.Record(now - op.submit_ns);
         const PageEntry claimed = core->table.Get(op.page);
@@ -1326,11 +1395,23 @@ void Engine::OnReadRun(int first, size_t count) {
                          track_writes_);
         p.buffers->Release(first + static_cast<int>(i));
       }
-      AdmitToPolicy(core, head.page, copied, head.sequential);
+      if (revoked.empty()) {
+        AdmitToPolicy(core, head.page, copied, head.sequential);
+      } else {
+        for (size_t i = 0, k = 0; i < copied; ++i) {
+          if (k < revoked.size() && revoked[k] == i) {
+            ++k;
+            continue;
+          }
+          AdmitToPolicy(core, head.page + i, 1, head.sequential);
+        }
+      }
       // The references last: Unmap waits for them before freeing `core`.
-      core->io_inflight.fetch_sub(copied);
+      core->io_inflight.fetch_sub(copied - revoked.size());
     }
   }
+  // Revoked pages are still claimed and flagged: OnReadDone drops them.
+  for (const size_t i : revoked) OnReadDone(first + static_cast<int>(i), 0);
   for (size_t i = copied; i < count; ++i) {
     OnReadDone(first + static_cast<int>(i), 0);
   }

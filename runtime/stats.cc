@@ -33,10 +33,10 @@ std::string Stats::ToString() const {
   }
   absl::StrAppendFormat(
       &s, "pages: %d zero-filled, %d zero-mapped, %d from files, %d by "
-      "fault-around; fills: %d exists, %d retries, %d gone\n",
+      "fault-around; fills: %d exists, %d retries, %d gone, %d revoked\n",
       pages_zero_filled, pages_zero_mapped, pages_file_filled,
       pages_fault_around, fill_exists,
-      fill_retries, fill_gone);
+      fill_retries, fill_gone, fills_revoked);
   if (zero_pool_pages != 0 || zero_pool_hits != 0 || zero_pool_misses != 0) {
     absl::StrAppendFormat(
         &s, "zero pool: %s, %d pages (%d ready); %d hits, %d misses, %d "

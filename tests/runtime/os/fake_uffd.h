@@ -1,17 +1,21 @@
 // A userfaultfd that forwards to the kernel's but can inject the outcomes
 // the fault path must survive: EAGAIN storms, EEXIST, ENOENT, hard errors,
-// and short (partial) fills and moves; and hide features (POISON, MOVE). Fakes only at the OS seam: every call that is
-// not injected goes to the real kernel.
+// and short (partial) fills and moves; hide features (POISON, MOVE); and run
+// a test's action just before a fill. Fakes only at the OS seam: every call
+// that is not injected goes to the real kernel.
 #ifndef UPAGER_TESTS_RUNTIME_OS_FAKE_UFFD_H_
 #define UPAGER_TESTS_RUNTIME_OS_FAKE_UFFD_H_
 
 #include <pthread.h>
 
 #include <atomic>
-#include <cstring>
 #include <cerrno>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <utility>
+
+#include "absl/synchronization/mutex.h"
 
 #include "runtime/os/userfaultfd.h"
 #include "tests/runtime/os/forwarding_uffd.h"
@@ -60,6 +64,14 @@ class FakeUffd final : public ForwardingUffd {
   // Reads by the serving threads ("upager-svc-*") see nothing pending, as
   // if they never got a CPU; only the guard thread reads.
   void StarveServiceThreads() { starve_ = true; }
+  // Runs `hook(len)` once, inside the first fill (Copy, or Move into a
+  // region) whose destination covers `addr`, before the real one: puts an
+  // application's action between the runtime's checks and its fill.
+  void BeforeFillAt(uint64_t addr, std::function<void(uint64_t len)> hook) {
+    absl::MutexLock lock(&hook_mu_);
+    hook_addr_ = addr;
+    hook_ = std::move(hook);
+  }
 
   uint64_t features() const override {
     uint64_t f = real().features();
@@ -78,6 +90,7 @@ class FakeUffd final : public ForwardingUffd {
   }
   Result Copy(uint64_t dst, const void* src, uint64_t len, bool wake,
               bool wp) override {
+    RunHook(dst, len);
     return Fill(dst, len, [&](uint64_t d, uint64_t l) {
       return real().Copy(d, src, l, wake, wp);
     });
@@ -89,6 +102,7 @@ class FakeUffd final : public ForwardingUffd {
   }
   Result Move(uint64_t dst, uint64_t src, uint64_t len, bool wake,
               bool holes) override {
+    RunHook(dst, len);
     moves_.fetch_add(1);
     int left = move_failures_.load();
     while (left > 0 && !move_failures_.compare_exchange_weak(left, left - 1)) {
@@ -110,6 +124,15 @@ class FakeUffd final : public ForwardingUffd {
   }
 
  private:
+  void RunHook(uint64_t dst, uint64_t len) {
+    std::function<void(uint64_t)> hook;
+    {
+      absl::MutexLock lock(&hook_mu_);
+      if (!hook_ || hook_addr_ < dst || hook_addr_ >= dst + len) return;
+      hook.swap(hook_);
+    }
+    hook(len);
+  }
   template <typename F>
   Result Fill(uint64_t dst, uint64_t len, F real_fill) {
     fills_.fetch_add(1);
@@ -144,6 +167,9 @@ class FakeUffd final : public ForwardingUffd {
   std::atomic<int> moves_{0};
   std::atomic<int> moves_injected_{0};
   std::atomic<bool> starve_{false};
+  absl::Mutex hook_mu_;
+  uint64_t hook_addr_ ABSL_GUARDED_BY(hook_mu_) = 0;
+  std::function<void(uint64_t)> hook_ ABSL_GUARDED_BY(hook_mu_);
 };
 
 }  // namespace upager::testing

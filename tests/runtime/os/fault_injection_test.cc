@@ -3,17 +3,22 @@
 // shadow copy) or, for a hard error, with the faulting thread released by
 // SIGBUS and the error visible in Stats and Runtime::status().
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/engine.h"
+#include "tests/runtime/delayed_store.h"
 #include "tests/runtime/os/fake_uffd.h"
+#include "tests/runtime/paging_test_util.h"
 #include "tests/test_support.h"
 
 namespace upager::testing {
@@ -140,6 +145,156 @@ TEST(FaultInjectionTest, GuardServesWhenServiceThreadsAreStarved) {
   const Stats s = h.engine->stats();
   EXPECT_GE(s.guard_batches, 30u) << "every fault was read by the guard";
   EXPECT_EQ(s.errors, 0u);
+}
+
+// The application drops a page (madvise MADV_DONTNEED, from another thread)
+// while the runtime brings it back from swap. The kernel zaps the page as
+// soon as a service thread has read the REMOVE event, before the event is
+// applied; here the whole madvise runs inside the runtime's fill of that
+// page, after its discard check. Without the fill fence the fill landed
+// after the zap: the page read its old bytes again, for good.
+class DropDuringFillTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kBudget = 64;
+  static constexpr uint64_t kPages = 512;
+
+  // Writes pages [0, filled) with generation 1.
+  void Start(RuntimeOptions o, uint64_t filled = kPages) {
+    o.resident_budget_bytes = kBudget * kPage;
+    if (o.swap.store == nullptr) o.swap.store = MemoryStore(2 * kPages * kPage);
+    // One thread reads the REMOVE while the other is held in the fill.
+    o.service_threads = 2;
+    h_ = Make(o);
+    ASSERT_NE(h_.engine, nullptr);
+    auto r = h_.engine->Map({.size = kPages * kPage, .name = "dropped"});
+    ASSERT_TRUE(r.ok()) << r.status();
+    region_ = *r;
+    p_ = region_->data();
+    FillPages(p_, 0, filled, 1);
+  }
+  void TearDown() override {
+    if (region_ != nullptr) {
+      EXPECT_TRUE(h_.engine->Unmap(region_).ok());
+    }
+  }
+  // The application's madvise of `page`, run to completion inside the
+  // first fill that covers it.
+  void DropDuringFillOf(uint64_t page) {
+    h_.fake->BeforeFillAt(
+        reinterpret_cast<uint64_t>(p_ + page * kPage), [this, page](uint64_t) {
+          std::thread app([&] {
+            EXPECT_EQ(madvise(p_ + page * kPage, kPage, MADV_DONTNEED), 0);
+          });
+          app.join();
+          dropped_.store(true);
+        });
+  }
+  // Once the fill was taken back, the page reads as zero (what the
+  // madvise promised) and every other page its bytes.
+  void ExpectDroppedAlone(uint64_t page) {
+    EXPECT_TRUE(dropped_.load());
+    EXPECT_TRUE(
+        Eventually([&] { return h_.engine->stats().fills_revoked == 1; }))
+        << h_.engine->stats().ToString();
+    EXPECT_TRUE(PageIs(p_ + page * kPage, page, 0));
+    EXPECT_TRUE(PagesAre(p_, 0, page, 1));
+    EXPECT_TRUE(PagesAre(p_, page + 1, kPages - page - 1, 1));
+    const Stats s = h_.engine->stats();
+    EXPECT_EQ(s.fills_revoked, 1u) << s.ToString();
+    EXPECT_EQ(s.errors, 0u) << s.ToString();
+  }
+
+  Harness h_;
+  Region* region_ = nullptr;
+  std::byte* p_ = nullptr;
+  std::atomic<bool> dropped_{false};
+};
+
+TEST_F(DropDuringFillTest, SingleSwapInIsTakenBack) {
+  // One page per fault, no read-ahead.
+  Start({.fault_around_pages = 1, .fault_around_max_pages = 1});
+  constexpr uint64_t kVictim = 3;
+  ASSERT_TRUE(Eventually(
+      [&] { return PresentPages(p_ + kVictim * kPage, 1) == 0; }));
+  DropDuringFillOf(kVictim);
+  // The fault that brings it in races the madvise: either content is
+  // right for this one read.
+  (void)*static_cast<volatile std::byte*>(p_ + kVictim * kPage);
+  ExpectDroppedAlone(kVictim);
+}
+
+TEST_F(DropDuringFillTest, PageOfAReadRunIsTakenBackAlone) {
+  Start({});
+  constexpr uint64_t kFirst = 96, kCount = 16, kVictim = 100;
+  ASSERT_TRUE(Eventually(
+      [&] { return PresentPages(p_ + kFirst * kPage, kCount) == 0; }));
+  // One fill for the whole run: the others' lengths are recorded.
+  std::atomic<uint64_t> fill_len{0};
+  h_.fake->BeforeFillAt(
+      reinterpret_cast<uint64_t>(p_ + kVictim * kPage), [&](uint64_t len) {
+        fill_len.store(len);
+        std::thread app([&] {
+          EXPECT_EQ(madvise(p_ + kVictim * kPage, kPage, MADV_DONTNEED), 0);
+        });
+        app.join();
+        dropped_.store(true);
+      });
+  // Read back together (one merged read, one copy), nobody faulting.
+  ASSERT_TRUE(h_.engine
+                  ->Advise(region_, kFirst * kPage, kCount * kPage,
+                           Runtime::Advice::kWillNeed)
+                  .ok());
+  ASSERT_TRUE(Eventually([&] { return dropped_.load(); }));
+  EXPECT_GT(fill_len.load(), kPage) << "the victim came in alone";
+  ExpectDroppedAlone(kVictim);
+}
+
+TEST_F(DropDuringFillTest, CancelledEvictionIsTakenBack) {
+  // Writes that take long enough to fault on a page while it is written.
+  auto store = std::make_shared<DelayedStore>(
+      *NewMemoryStore(2 * kPages * kPage), absl::ZeroDuration());
+  constexpr uint64_t kFilled = 256, kFresh = 32;
+  Start({.swap = {.store = store}}, kFilled);
+  // Settled: everything written so far is in the store or resident.
+  ASSERT_TRUE(Eventually([&] {
+    return store->unreaped() == 0 &&
+           h_.engine->stats().budget_used_pages <= kBudget;
+  }));
+  std::vector<unsigned char> was(kFilled);
+  ASSERT_EQ(mincore(p_, kFilled * kPage, was.data()), 0);
+  store->set_delay(absl::Milliseconds(500));
+  // Fresh pages push resident ones out, their writes now taking 0.5 s;
+  // the writer waits for frames meanwhile. The first page seen leaving is
+  // the victim: its write is still in flight.
+  std::thread writer([&] { FillPages(p_, kFilled, kFresh, 1); });
+  uint64_t victim = kFilled;
+  ASSERT_TRUE(Eventually([&] {
+    std::vector<unsigned char> now(kFilled);
+    if (mincore(p_, kFilled * kPage, now.data()) != 0) return false;
+    for (uint64_t i = 0; i < kFilled; ++i) {
+      if ((was[i] & 1) && !(now[i] & 1)) {
+        victim = i;
+        return true;
+      }
+    }
+    return false;
+  }));
+  DropDuringFillOf(victim);
+  // Its fault waits for the write, then the bytes move back: the hook
+  // drops the page just before.
+  (void)*static_cast<volatile std::byte*>(p_ + victim * kPage);
+  writer.join();
+  store->set_delay(absl::ZeroDuration());
+  EXPECT_TRUE(dropped_.load());
+  EXPECT_GE(h_.fake->moves(), 1) << "the victim was not moved back";
+  EXPECT_TRUE(
+      Eventually([&] { return h_.engine->stats().fills_revoked == 1; }))
+      << h_.engine->stats().ToString();
+  EXPECT_TRUE(PageIs(p_ + victim * kPage, victim, 0));
+  EXPECT_TRUE(PagesAre(p_, 0, victim, 1));
+  EXPECT_TRUE(PagesAre(p_, victim + 1, kFilled + kFresh - victim - 1, 1));
+  EXPECT_TRUE(PagesAre(p_, kFilled + kFresh, kPages - kFilled - kFresh, 0));
+  EXPECT_EQ(h_.engine->stats().errors, 0u);
 }
 
 TEST(FaultInjectionDeathTest, HardErrorReleasesTheThreadWithSigbus) {
