@@ -1,5 +1,6 @@
 #include "runtime/fault_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -188,7 +189,19 @@ void FaultService::Loop(int index) {
         handler_->ApplyEvents(absl::MakeConstSpan(batch.data(), count));
       }
       handler_->EventsEnd();
-      event_reads_.fetch_add(1, std::memory_order_acq_rel);  // even: applied
+      // Even again: one more if the batch held address-space events (now
+      // applied), else back to where it was, so fills fenced meanwhile
+      // need not wait: page faults zap nothing.
+      const bool layout_events =
+          std::any_of(batch.begin(), batch.begin() + count,
+                      [](const os::UffdEvent& e) {
+                        return e.kind != os::UffdEvent::Kind::kPageFault;
+                      });
+      if (layout_events) {
+        event_reads_.fetch_add(1, std::memory_order_acq_rel);
+      } else {
+        event_reads_.fetch_sub(1, std::memory_order_acq_rel);
+      }
     }
     batch.resize(count);
     if (ready & 16) {

@@ -129,12 +129,13 @@ class FaultService {
   void Kick();
   // Returns once every event read so far has been applied.
   void SyncEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
-  // Fill fence (see Engine::FillFence): the number of event reads begun,
-  // odd while one is being read and applied. Waits (SyncEvents) for a read
-  // in progress first; the result is still odd if another began since.
+  // Fill fence (see Engine::FillFence): twice the number of reads that
+  // returned address-space events, odd while any read is in progress.
+  // Waits (SyncEvents) for a read in progress first; the result is still
+  // odd if another began since.
   uint64_t QuiesceEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
-  // Whether an event read may have begun since QuiesceEvents returned
-  // `fence`: always true for an odd fence.
+  // Whether a read of address-space events may have begun since
+  // QuiesceEvents returned `fence`: always true for an odd fence.
   bool EventsReadSince(uint64_t fence) const {
     return (fence & 1) != 0 ||
            event_reads_.load(std::memory_order_acquire) != fence;
@@ -164,8 +165,9 @@ class FaultService {
 
   // Held across "read a batch + apply its address-space events".
   mutable absl::Mutex event_mu_;
-  // Bumped under event_mu_ before each read (odd) and after its events are
-  // applied (even).
+  // Under event_mu_: bumped to odd before each read; after it, bumped to
+  // even once its address-space events are applied, or back to the even
+  // value before it if it read only page faults.
   std::atomic<uint64_t> event_reads_{0};
 
   os::Uffd* const uffd_;
