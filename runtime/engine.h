@@ -388,10 +388,13 @@ class Engine final : public FaultService::Handler {
   bool DroppedDuringFill(const RegionCore* core, PageIndex page,
                          uint64_t fence) const;
   // Takes back the page a fill just put at `addr` (if the kernel has not
-  // zapped it already): moved out to the scrap page and dropped there,
-  // without raising an event. Faults on it meanwhile wait: its entry is
-  // still claimed, and a swap-in maps write-protected where it can.
-  void RevokeFill(uintptr_t addr);
+  // zapped it already): moved out to `scratch`, a page registered with
+  // `via` (the caller owns it), and dropped there, without raising an
+  // event. Faults on it meanwhile wait: its entry is still claimed, and a
+  // swap-in maps write-protected where it can.
+  void RevokeFill(uintptr_t addr, os::Uffd& via, std::byte* scratch);
+  // RevokeFill through paging's scrap page.
+  void RevokeSwapFill(uintptr_t addr);
   // Puts an evicted page's bytes back into the region (eviction cancelled
   // or its write failed); retried after the next read on EAGAIN.
   void CompleteMoveBack(int staging);

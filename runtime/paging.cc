@@ -812,7 +812,7 @@ void Engine::CompleteMoveBack(int staging) {
     return;
   }
   if (m.ok() && DroppedDuringFill(core, op.page, fence)) {
-    RevokeFill(addr);
+    RevokeSwapFill(addr);
     // A snapshot's mark was settled above (snap_mu held since): nothing
     // is left to capture, and the staging page is empty now.
     const PageEntry dropped =
@@ -1177,14 +1177,18 @@ bool Engine::DroppedDuringFill(const RegionCore* core, PageIndex page,
   return core->table.Get(page).discard();
 }
 
-void Engine::RevokeFill(uintptr_t addr) {
+void Engine::RevokeSwapFill(uintptr_t addr) {
   Paging& p = *paging_;
-  counters_.fills_revoked.Add();
   absl::MutexLock lock(&p.scrap_mu);
-  const auto scrap = reinterpret_cast<uint64_t>(p.scrap->base());
+  RevokeFill(addr, *p.staging_uffd, p.scrap->base());
+}
+
+void Engine::RevokeFill(uintptr_t addr, os::Uffd& via, std::byte* scratch) {
+  counters_.fills_revoked.Add();
   // A hole is fine: the kernel zapped the page after the fill after all.
-  const os::UffdResult m = p.staging_uffd->Move(
-      scrap, addr, page_size_, /*wake=*/false, /*allow_src_holes=*/true);
+  const os::UffdResult m =
+      via.Move(reinterpret_cast<uint64_t>(scratch), addr, page_size_,
+               /*wake=*/false, /*allow_src_holes=*/true);
   if (!m.ok() && m.outcome != os::UffdOutcome::kGone) {
     // The page keeps the bytes the application dropped: say so.
     RecordError(m.ToStatus(
@@ -1193,7 +1197,7 @@ void Engine::RevokeFill(uintptr_t addr) {
                         addr)
             .c_str()));
   }
-  (void)os::AdviseDontNeed(p.scrap->base(), page_size_);
+  (void)os::AdviseDontNeed(scratch, page_size_);
 }
 
 void Engine::OnReadDone(int buffer, int error) {
@@ -1302,7 +1306,7 @@ void Engine::OnReadDone(int buffer, int error) {
     return;
   }
   if (r.ok() && DroppedDuringFill(core, op.page, fence)) {
-    RevokeFill(addr);
+    RevokeSwapFill(addr);
     drop_discarded();
     return;
   }
@@ -1378,7 +1382,7 @@ void Engine::OnReadRun(int first, size_t count) {
       copied = r.ok() ? count : std::min<size_t>(count, r.bytes / page_size_);
       for (size_t i = 0; i < copied; ++i) {
         if (DroppedDuringFill(core, head.page + i, fence)) {
-          RevokeFill(addr + i * page_size_);
+          RevokeSwapFill(addr + i * page_size_);
           revoked.push_back(i);
         }
       }

@@ -297,6 +297,65 @@ TEST_F(DropDuringFillTest, CancelledEvictionIsTakenBack) {
   EXPECT_EQ(h_.engine->stats().errors, 0u);
 }
 
+TEST_F(DropDuringFillTest, CopyOnWritePutBackIsTakenBack) {
+  constexpr uint64_t kFilled = 32, kVictim = 5;  // under the budget
+  Start({}, kFilled);
+  auto snap = region_->TakeSnapshot();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  // The write below copies the page aside and moves it back (the hook
+  // drops it just before); the write then lands on a fresh zero page.
+  DropDuringFillOf(kVictim);
+  p_[kVictim * kPage] = std::byte{0x5a};
+  EXPECT_TRUE(dropped_.load());
+  EXPECT_TRUE(
+      Eventually([&] { return h_.engine->stats().fills_revoked == 1; }))
+      << h_.engine->stats().ToString();
+  std::vector<unsigned char> want(kPage, 0);
+  want[0] = 0x5a;
+  EXPECT_EQ(std::memcmp(p_ + kVictim * kPage, want.data(), kPage), 0)
+      << "byte 64 reads " << static_cast<int>(p_[kVictim * kPage + 64]);
+  EXPECT_TRUE(PagesAre(p_, 0, kVictim, 1));
+  EXPECT_TRUE(PagesAre(p_, kVictim + 1, kFilled - kVictim - 1, 1));
+  // The snapshot still has the bytes as they were.
+  std::vector<std::byte> then(kPage);
+  ASSERT_TRUE((*snap)->Read(kVictim * kPage, absl::MakeSpan(then)).ok());
+  EXPECT_TRUE(PageIs(then.data(), kVictim, 1));
+  EXPECT_TRUE((*snap)->Release().ok());
+  EXPECT_EQ(h_.engine->stats().errors, 0u);
+}
+
+TEST_F(DropDuringFillTest, DeferredCopyOnWritePutBackIsTakenBack) {
+  constexpr uint64_t kFilled = 32, kVictim = 5;
+  Start({}, kFilled);
+  auto snap = region_->TakeSnapshot();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  // The first put-back fails with EAGAIN: the bytes wait aside and go in
+  // later by copy (RetryPendingFills), which the hook then races.
+  h_.fake->BeforeFillAt(reinterpret_cast<uint64_t>(p_ + kVictim * kPage),
+                        [&](uint64_t) {
+                          h_.fake->InjectMoveFailures(1, Outcome::kRetry,
+                                                      EAGAIN);
+                          DropDuringFillOf(kVictim);
+                        });
+  p_[kVictim * kPage] = std::byte{0x5a};
+  EXPECT_EQ(h_.fake->moves_injected(), 1);
+  EXPECT_TRUE(dropped_.load());
+  EXPECT_TRUE(
+      Eventually([&] { return h_.engine->stats().fills_revoked == 1; }))
+      << h_.engine->stats().ToString();
+  std::vector<unsigned char> want(kPage, 0);
+  want[0] = 0x5a;
+  EXPECT_EQ(std::memcmp(p_ + kVictim * kPage, want.data(), kPage), 0)
+      << "byte 64 reads " << static_cast<int>(p_[kVictim * kPage + 64]);
+  EXPECT_TRUE(PagesAre(p_, 0, kVictim, 1));
+  EXPECT_TRUE(PagesAre(p_, kVictim + 1, kFilled - kVictim - 1, 1));
+  std::vector<std::byte> then(kPage);
+  ASSERT_TRUE((*snap)->Read(kVictim * kPage, absl::MakeSpan(then)).ok());
+  EXPECT_TRUE(PageIs(then.data(), kVictim, 1));
+  EXPECT_TRUE((*snap)->Release().ok());
+  EXPECT_EQ(h_.engine->stats().errors, 0u);
+}
+
 TEST(FaultInjectionDeathTest, HardErrorReleasesTheThreadWithSigbus) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
