@@ -17,7 +17,8 @@
 // before it is handled here see the old layout; for REMOVE that is the
 // same zero content, for UNMAP the fill fails with ENOENT. The exception
 // is a fill that puts a page's old bytes back (a swap-in, a cancelled
-// eviction's move-back): landing after the zap, it would resurrect bytes
+// eviction's move-back, a copy-on-write put-back): landing after the zap,
+// it would resurrect bytes
 // the application dropped, so it is fenced against event reads and taken
 // back when that happened (Engine::FillFence, Stats::fills_revoked).
 #include <vector>

@@ -375,14 +375,15 @@ class Engine final : public FaultService::Handler {
   // (the caller has set the entry absent).
   void FinishDroppedWrite(int staging, PageEntry dropped, int error, bool wake);
   // Fills that put a page's old bytes back (a swap-in, a cancelled
-  // eviction's move-back) check its discard flag first; but the kernel
-  // zaps a madvised page as soon as the REMOVE is *read*, before it is
-  // applied (runtime/app_events.cc). An event read between the check and
-  // the fill could zap the page before the fill lands, and the fill would
-  // bring back bytes the application dropped. So: FillFence() before the
-  // check; after the fill, DroppedDuringFill(): true if an event read
-  // since the fence dropped the page (applied by then; the caller still
-  // holds its claim), which the caller must then RevokeFill and drop.
+  // eviction's move-back, a copy-on-write put-back) check its discard flag
+  // first; but the kernel zaps a madvised page as soon as the REMOVE is
+  // *read*, before it is applied (runtime/app_events.cc). An event read
+  // between the check and the fill could zap the page before the fill
+  // lands, and the fill would bring back bytes the application dropped.
+  // So: FillFence() before the check; after the fill, DroppedDuringFill():
+  // true if an event read since the fence dropped the page (applied by
+  // then; the caller still holds its claim), which the caller must then
+  // RevokeFill and drop.
   // Costs one atomic load each when no event was read meanwhile.
   uint64_t FillFence() const;
   bool DroppedDuringFill(const RegionCore* core, PageIndex page,
