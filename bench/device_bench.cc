@@ -237,10 +237,12 @@ std::vector<uint64_t> RandomPages(uint64_t count, uint64_t seed) {
   return pages;
 }
 
-// --- Device/SeqRead: 128 KiB reads, 8 in flight, 256 MiB per iteration
-// (a different quarter of the file each time).
+// --- Device/SeqRead and Device/SeqWrite: 128 KiB transfers, 8 in flight,
+// 256 MiB per iteration (a different quarter of the file each time). The
+// write is the ceiling for page-out, whose store writes runs of up to
+// 256 KiB, up to 1 MiB in flight; every page gets its stamp back.
 
-void BM_SeqRead(benchmark::State& state) {
+void BM_Seq(benchmark::State& state, os::IoOp op) {
   absl::StatusOr<Device*> dev = GetDevice();
   if (SkipIfError(state, dev.status())) return;
   Device& d = **dev;
@@ -250,40 +252,20 @@ void BM_SeqRead(benchmark::State& state) {
   for (auto _ : state) {
     const uint64_t first = (quarter++ % 4) * kBlocks;
     const int64_t start = NowNanos();
-    absl::Status s = RunRaw(
-        d, kSeqDepth, kBlocks,
-        [&](uint64_t i, size_t b) {
-          return d.Raw(os::IoOp::kRead, b, kSeqBlock, (first + i) * kSeqBlock);
-        },
-        [&](const os::IoCompletion& c, uint64_t i) {
-          return c.bytes == kSeqBlock &&
-                 PageHasStamp(d.raw_buffer(c.user_data),
-                              (first + i) * kPagesPerBlock);
-        });
-    const int64_t end = NowNanos();
-    if (SkipIfError(state, s)) break;
-    state.SetIterationTime(static_cast<double>(end - start) * 1e-9);
-    bytes += static_cast<int64_t>(kBlocks * kSeqBlock);
-  }
-  state.SetBytesProcessed(bytes);
-  state.SetLabel(d.label);
-}
-
-// --- Device/SeqWrite: the same shape as SeqRead, writing (each page gets
-// its stamp back): the ceiling for page-out, whose store writes runs of up
-// to 256 KiB, up to 1 MiB in flight.
-
-void BM_SeqWrite(benchmark::State& state) {
-  absl::StatusOr<Device*> dev = GetDevice();
-  if (SkipIfError(state, dev.status())) return;
-  Device& d = **dev;
-  constexpr uint64_t kBlocks = (kFileBytes / 4) / kSeqBlock;
-  uint64_t quarter = 0;
-  int64_t bytes = 0;
-  for (auto _ : state) {
-    const uint64_t first = (quarter++ % 4) * kBlocks;
-    const int64_t start = NowNanos();
-    absl::Status s = WriteBlocks(d, first, kBlocks);
+    absl::Status s =
+        op == os::IoOp::kWrite
+            ? WriteBlocks(d, first, kBlocks)
+            : RunRaw(
+                  d, kSeqDepth, kBlocks,
+                  [&](uint64_t i, size_t b) {
+                    return d.Raw(os::IoOp::kRead, b, kSeqBlock,
+                                 (first + i) * kSeqBlock);
+                  },
+                  [&](const os::IoCompletion& c, uint64_t i) {
+                    return c.bytes == kSeqBlock &&
+                           PageHasStamp(d.raw_buffer(c.user_data),
+                                        (first + i) * kPagesPerBlock);
+                  });
     const int64_t end = NowNanos();
     if (SkipIfError(state, s)) break;
     state.SetIterationTime(static_cast<double>(end - start) * 1e-9);
@@ -448,11 +430,11 @@ void BM_SwapStoreQd32(benchmark::State& state, BackingStore::Request::Op op) {
 }
 
 // Unit: one iteration is 50-300 ms.
-BENCHMARK(BM_SeqRead)
+BENCHMARK_CAPTURE(BM_Seq, read, os::IoOp::kRead)
     ->Name("Device/SeqRead")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_SeqWrite)
+BENCHMARK_CAPTURE(BM_Seq, write, os::IoOp::kWrite)
     ->Name("Device/SeqWrite")
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

@@ -204,6 +204,28 @@ class DropDuringFillTest : public ::testing::Test {
     EXPECT_EQ(s.errors, 0u) << s.ToString();
   }
 
+  // Copy-on-write: the write of 0x5a to byte 0 of `page` (of `filled`)
+  // landed on a fresh zero page once the fill was taken back; `snap`
+  // still has the page's bytes as they were.
+  void ExpectWriteOnAZeroPage(uint64_t page, uint64_t filled,
+                              Snapshot& snap) {
+    EXPECT_TRUE(dropped_.load());
+    EXPECT_TRUE(
+        Eventually([&] { return h_.engine->stats().fills_revoked == 1; }))
+        << h_.engine->stats().ToString();
+    std::vector<unsigned char> want(kPage, 0);
+    want[0] = 0x5a;
+    EXPECT_EQ(std::memcmp(p_ + page * kPage, want.data(), kPage), 0)
+        << "byte 64 reads " << static_cast<int>(p_[page * kPage + 64]);
+    EXPECT_TRUE(PagesAre(p_, 0, page, 1));
+    EXPECT_TRUE(PagesAre(p_, page + 1, filled - page - 1, 1));
+    std::vector<std::byte> then(kPage);
+    ASSERT_TRUE(snap.Read(page * kPage, absl::MakeSpan(then)).ok());
+    EXPECT_TRUE(PageIs(then.data(), page, 1));
+    EXPECT_TRUE(snap.Release().ok());
+    EXPECT_EQ(h_.engine->stats().errors, 0u);
+  }
+
   Harness h_;
   Region* region_ = nullptr;
   std::byte* p_ = nullptr;
@@ -306,22 +328,7 @@ TEST_F(DropDuringFillTest, CopyOnWritePutBackIsTakenBack) {
   // drops it just before); the write then lands on a fresh zero page.
   DropDuringFillOf(kVictim);
   p_[kVictim * kPage] = std::byte{0x5a};
-  EXPECT_TRUE(dropped_.load());
-  EXPECT_TRUE(
-      Eventually([&] { return h_.engine->stats().fills_revoked == 1; }))
-      << h_.engine->stats().ToString();
-  std::vector<unsigned char> want(kPage, 0);
-  want[0] = 0x5a;
-  EXPECT_EQ(std::memcmp(p_ + kVictim * kPage, want.data(), kPage), 0)
-      << "byte 64 reads " << static_cast<int>(p_[kVictim * kPage + 64]);
-  EXPECT_TRUE(PagesAre(p_, 0, kVictim, 1));
-  EXPECT_TRUE(PagesAre(p_, kVictim + 1, kFilled - kVictim - 1, 1));
-  // The snapshot still has the bytes as they were.
-  std::vector<std::byte> then(kPage);
-  ASSERT_TRUE((*snap)->Read(kVictim * kPage, absl::MakeSpan(then)).ok());
-  EXPECT_TRUE(PageIs(then.data(), kVictim, 1));
-  EXPECT_TRUE((*snap)->Release().ok());
-  EXPECT_EQ(h_.engine->stats().errors, 0u);
+  ExpectWriteOnAZeroPage(kVictim, kFilled, **snap);
 }
 
 TEST_F(DropDuringFillTest, DeferredCopyOnWritePutBackIsTakenBack) {
@@ -339,21 +346,7 @@ TEST_F(DropDuringFillTest, DeferredCopyOnWritePutBackIsTakenBack) {
                         });
   p_[kVictim * kPage] = std::byte{0x5a};
   EXPECT_EQ(h_.fake->moves_injected(), 1);
-  EXPECT_TRUE(dropped_.load());
-  EXPECT_TRUE(
-      Eventually([&] { return h_.engine->stats().fills_revoked == 1; }))
-      << h_.engine->stats().ToString();
-  std::vector<unsigned char> want(kPage, 0);
-  want[0] = 0x5a;
-  EXPECT_EQ(std::memcmp(p_ + kVictim * kPage, want.data(), kPage), 0)
-      << "byte 64 reads " << static_cast<int>(p_[kVictim * kPage + 64]);
-  EXPECT_TRUE(PagesAre(p_, 0, kVictim, 1));
-  EXPECT_TRUE(PagesAre(p_, kVictim + 1, kFilled - kVictim - 1, 1));
-  std::vector<std::byte> then(kPage);
-  ASSERT_TRUE((*snap)->Read(kVictim * kPage, absl::MakeSpan(then)).ok());
-  EXPECT_TRUE(PageIs(then.data(), kVictim, 1));
-  EXPECT_TRUE((*snap)->Release().ok());
-  EXPECT_EQ(h_.engine->stats().errors, 0u);
+  ExpectWriteOnAZeroPage(kVictim, kFilled, **snap);
 }
 
 TEST(FaultInjectionDeathTest, HardErrorReleasesTheThreadWithSigbus) {
