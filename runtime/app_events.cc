@@ -18,9 +18,9 @@
 // same zero content, for UNMAP the fill fails with ENOENT. The exception
 // is a fill that puts a page's old bytes back (a swap-in, a cancelled
 // eviction's move-back, a copy-on-write put-back): landing after the zap,
-// it would resurrect bytes
-// the application dropped, so it is fenced against event reads and taken
-// back when that happened (Engine::FillFence, Stats::fills_revoked).
+// it would resurrect bytes the application dropped. Writable fills hold
+// event reads off meanwhile; swap-ins are fenced against them and taken
+// back when one happened (Engine::EventReadsHeld, Engine::FillFence).
 #include <vector>
 
 #include "runtime/engine.h"

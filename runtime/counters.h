@@ -38,7 +38,7 @@ struct Counters {
   Counter fill_exists;
   Counter fill_retries;
   Counter fill_gone;
-  Counter fills_revoked;  // Engine::RevokeFill
+  Counter fills_revoked;  // swap-ins taken back: Engine::RevokeFill
   Counter events_remove;
   Counter events_unmap;
   Counter events_remap;

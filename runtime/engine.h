@@ -380,22 +380,29 @@ class Engine final : public FaultService::Handler {
   // *read*, before it is applied (runtime/app_events.cc). An event read
   // between the check and the fill could zap the page before the fill
   // lands, and the fill would bring back bytes the application dropped.
-  // So: FillFence() before the check; after the fill, DroppedDuringFill():
+  //
+  // Writable fills (move-backs, put-backs) hold every read off for the
+  // check and the fill: EventReadsHeld() is the fault service's event
+  // mutex (null without a service), for an absl::MutexLockMaybe. A read
+  // waiting meanwhile waits for one ioctl; a fill that meets a queued
+  // event gets EAGAIN and is retried after the read, as always.
+  absl::Mutex* EventReadsHeld() const;
+  // Swap-ins (up to a 1 MiB copy, on the hot path) do not block reads:
+  // FillFence() before the check; after the fill, DroppedDuringFill():
   // true if an event read since the fence dropped the page (applied by
   // then; the caller still holds its claim), which the caller must then
-  // RevokeFill and drop.
-  // Costs one atomic load each when no event was read meanwhile.
+  // RevokeFill and drop. Costs one atomic load each when no event was
+  // read meanwhile. Safe because a swap-in maps write-protected: no write
+  // lands before RevokeFill takes the page back (without the WP feature a
+  // write in that window would be lost with the drop).
   uint64_t FillFence() const;
   bool DroppedDuringFill(const RegionCore* core, PageIndex page,
                          uint64_t fence) const;
-  // Takes back the page a fill just put at `addr` (if the kernel has not
-  // zapped it already): moved out to `scratch`, a page registered with
-  // `via` (the caller owns it), and dropped there, without raising an
-  // event. Faults on it meanwhile wait: its entry is still claimed, and a
-  // swap-in maps write-protected where it can.
-  void RevokeFill(uintptr_t addr, os::Uffd& via, std::byte* scratch);
-  // RevokeFill through paging's scrap page.
-  void RevokeSwapFill(uintptr_t addr);
+  // Takes back the page a swap-in just put at `addr` (if the kernel has
+  // not zapped it already): moved out to the scrap page and dropped there,
+  // without raising an event. Faults on it meanwhile wait: its entry is
+  // still claimed.
+  void RevokeFill(uintptr_t addr);
   // Puts an evicted page's bytes back into the region (eviction cancelled
   // or its write failed); retried after the next read on EAGAIN.
   void CompleteMoveBack(int staging);

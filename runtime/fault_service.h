@@ -129,6 +129,12 @@ class FaultService {
   void Kick();
   // Returns once every event read so far has been applied.
   void SyncEvents() const ABSL_LOCKS_EXCLUDED(event_mu_);
+  // Held across every read of the uffd and the application of its events:
+  // a fill made under it cannot be overtaken by an event read meanwhile
+  // (see Engine::EventReadsHeld).
+  absl::Mutex* event_mu() const ABSL_LOCK_RETURNED(event_mu_) {
+    return &event_mu_;
+  }
   // Fill fence (see Engine::FillFence): twice the number of reads that
   // returned address-space events, odd while any read is in progress.
   // Waits (SyncEvents) for a read in progress first; the result is still

@@ -778,10 +778,12 @@ void Engine::CompleteMoveBack(int staging) {
   const IoOp op = p.writes[staging];
   RegionCore* core = op.core;
   std::byte* const bytes = p.staging->page(staging);
-  const uint64_t fence = FillFence();  // before the discard check below
   // The page goes back writable: a snapshot that still needs its bytes
   // gets them first, from the staging page (runtime/snapshot_engine.cc).
   absl::ReaderMutexLock snap_lock(&core->snap_mu);
+  // No event read between the discard check and the move (see
+  // Engine::EventReadsHeld).
+  absl::MutexLockMaybe no_reads(EventReadsHeld());
   if (const PageEntry claimed = core->table.Get(op.page); claimed.discard()) {
     // Dropped by the application while claimed for the move-back.
     (void)core->table.Set(op.page, PageEntry());
@@ -809,16 +811,6 @@ void Engine::CompleteMoveBack(int staging) {
     absl::MutexLock lock(&p.retry_mu);
     p.retry_tags.push_back(kWriteRetryBit | static_cast<uint64_t>(staging));
     p.retry_pending.store(true);
-    return;
-  }
-  if (m.ok() && DroppedDuringFill(core, op.page, fence)) {
-    RevokeSwapFill(addr);
-    // A snapshot's mark was settled above (snap_mu held since): nothing
-    // is left to capture, and the staging page is empty now.
-    const PageEntry dropped =
-        core->table.Get(op.page).with_flag(PageEntry::kCapturedBit, false);
-    (void)core->table.Set(op.page, PageEntry());
-    FinishDroppedWrite(staging, dropped, op.error, /*wake=*/true);
     return;
   }
   if (m.ok()) {
@@ -1177,18 +1169,20 @@ bool Engine::DroppedDuringFill(const RegionCore* core, PageIndex page,
   return core->table.Get(page).discard();
 }
 
-void Engine::RevokeSwapFill(uintptr_t addr) {
-  Paging& p = *paging_;
-  absl::MutexLock lock(&p.scrap_mu);
-  RevokeFill(addr, *p.staging_uffd, p.scrap->base());
+absl::Mutex* Engine::EventReadsHeld() const {
+  return service_ != nullptr ? service_->event_mu() : nullptr;
 }
 
-void Engine::RevokeFill(uintptr_t addr, os::Uffd& via, std::byte* scratch) {
+void Engine::RevokeFill(uintptr_t addr) {
+  Paging& p = *paging_;
   counters_.fills_revoked.Add();
+  absl::MutexLock lock(&p.scrap_mu);
+  std::byte* const scratch = p.scrap->base();
   // A hole is fine: the kernel zapped the page after the fill after all.
   const os::UffdResult m =
-      via.Move(reinterpret_cast<uint64_t>(scratch), addr, page_size_,
-               /*wake=*/false, /*allow_src_holes=*/true);
+      p.staging_uffd->Move(reinterpret_cast<uint64_t>(scratch), addr,
+                           page_size_, /*wake=*/false,
+                           /*allow_src_holes=*/true);
   if (!m.ok() && m.outcome != os::UffdOutcome::kGone) {
     // The page keeps the bytes the application dropped: say so.
     RecordError(m.ToStatus(
@@ -1306,7 +1300,7 @@ void Engine::OnReadDone(int buffer, int error) {
     return;
   }
   if (r.ok() && DroppedDuringFill(core, op.page, fence)) {
-    RevokeSwapFill(addr);
+    RevokeFill(addr);
     drop_discarded();
     return;
   }
@@ -1382,7 +1376,7 @@ void Engine::OnReadRun(int first, size_t count) {
       copied = r.ok() ? count : std::min<size_t>(count, r.bytes / page_size_);
       for (size_t i = 0; i < copied; ++i) {
         if (DroppedDuringFill(core, head.page + i, fence)) {
-          RevokeSwapFill(addr + i * page_size_);
+          RevokeFill(addr + i * page_size_);
           revoked.push_back(i);
         }
       }

@@ -442,7 +442,9 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
   // Put them back, writable: the move wakes whoever waits on the run.
   // Pages the application dropped meanwhile stay dropped (their old bytes
   // are the snapshots' versions now): the run goes back up to the first.
-  const uint64_t fence = FillFence();  // before the discard checks below
+  // No event read between the discard checks and the moves (see
+  // Engine::EventReadsHeld).
+  absl::MutexLockMaybe no_reads(EventReadsHeld());
   uint64_t keep = moved;
   for (uint64_t i = 0; i < moved; ++i) {
     if (table.Get(first + i).discard()) {
@@ -461,17 +463,6 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
     (void)os::AdviseDontNeed(staging.page(static_cast<int>(i)), page_size_);
     (void)uffd_->Wake(addr + i * page_size_, page_size_);
   };
-  // A page put back: published, or taken back if the application's drop
-  // was read while it went in (see Engine::FillFence).
-  auto landed = [&](uint64_t i) {
-    if (DroppedDuringFill(core, first + i, fence)) {
-      RevokeFill(addr + i * page_size_, *snaps_->uffd,
-                 staging.page(static_cast<int>(i)));
-      drop(i);
-      return;
-    }
-    (void)table.Set(first + i, published(i));
-  };
   for (uint64_t i = keep; i < moved; ++i) {
     if (table.Get(first + i).discard()) drop(i);
   }
@@ -482,7 +473,7 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
         addr + i * page_size_, stage + i * page_size_, page_size_,
         /*wake=*/true, /*allow_src_holes=*/false);
     if (one.ok()) {
-      landed(i);
+      (void)table.Set(first + i, published(i));
     } else {
       defer(i, i + 1);  // like a failed run below
     }
@@ -495,7 +486,9 @@ uint64_t Engine::CopyAside(RegionCore* core, PageIndex first, uint64_t max,
   const uint64_t returned =
       back.ok() ? run_back
                 : std::min<uint64_t>(run_back, back.bytes / page_size_);
-  for (uint64_t i = 0; i < returned; ++i) landed(i);
+  for (uint64_t i = 0; i < returned; ++i) {
+    (void)table.Set(first + i, published(i));
+  }
   if (returned < run_back) {
     defer(returned, run_back);
     if (back.outcome != os::UffdOutcome::kRetry &&
@@ -666,8 +659,10 @@ void Engine::RetryPendingFills() {
   std::vector<PendingFill> again;
   for (PendingFill& f : fills) {
     RegionCore* core = f.core;
-    const uint64_t fence = FillFence();  // before the discard check below
     absl::ReaderMutexLock snap_lock(&core->snap_mu);
+    // No event read between the discard check and the copy (see
+    // Engine::EventReadsHeld).
+    absl::MutexLockMaybe no_reads(EventReadsHeld());
     // A snapshot taken meanwhile marked the claimed page: fill it
     // protected and keep the mark (its version is these very bytes).
     const PageEntry claimed = core->table.Get(f.page);
@@ -688,21 +683,14 @@ void Engine::RetryPendingFills() {
       again.push_back(std::move(f));
       continue;
     }
-    const bool dropped = r.ok() && DroppedDuringFill(core, f.page, fence);
-    if (dropped) {
-      // The application's drop was read while the bytes went in.
-      absl::MutexLock copy_lock(&snaps_->copy_mu);  // its staging is free
-      RevokeFill(addr, *snaps_->uffd, snaps_->staging->page(0));
-    }
-    if (!dropped && (r.ok() || r.outcome == os::UffdOutcome::kExists)) {
+    if (r.ok() || r.outcome == os::UffdOutcome::kExists) {
       if (!r.ok()) (void)uffd_->Wake(addr, page_size_);
       (void)core->table.Set(
           f.page, captured ? f.publish.with_flag(PageEntry::kCapturedBit, true)
                                .with_flag(PageEntry::kWriteProtectedBit, true)
                            : f.publish);
     } else {
-      // Unmapped or dropped meanwhile: the page went with its mapping, or
-      // reads as zero.
+      // Unmapped meanwhile: the page went with its mapping.
       (void)core->table.Set(f.page, PageEntry());
       if (f.publish.state() == PageState::kResident) {
         core->resident.fetch_sub(1, std::memory_order_relaxed);

@@ -86,11 +86,9 @@ struct Stats {
   uint64_t fill_exists = 0;   // EEXIST: someone filled first; woken instead
   uint64_t fill_retries = 0;  // EAGAIN: address space changing; retried
   uint64_t fill_gone = 0;     // ENOENT: the range went away meanwhile
-  // Fills of a page's old bytes (swap-ins, cancelled evictions,
-  // copy-on-write put-backs) taken back right after they landed: the
-  // application's madvise dropped the page meanwhile, and the kernel may
-  // have zapped it before the fill (it then reads as zero, as the madvise
-  // promised).
+  // Swap-ins taken back right after they landed: the application's
+  // madvise dropped the page meanwhile, and the kernel may have zapped it
+  // before the fill (it then reads as zero, as the madvise promised).
   uint64_t fills_revoked = 0;
 
   // --- Zero-page pool (RuntimeOptions::zero_pool_bytes).
