@@ -13,6 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/engine.h"
@@ -175,7 +178,7 @@ class DropDuringFillTest : public ::testing::Test {
     FillPages(p_, 0, filled, 1);
   }
   void TearDown() override {
-    if (app_.joinable()) app_.join();
+    JoinApp();
     if (region_ != nullptr) {
       EXPECT_TRUE(h_.engine->Unmap(region_).ok());
     }
@@ -198,10 +201,12 @@ class DropDuringFillTest : public ::testing::Test {
   void StartDropDuringFillOf(uint64_t page) {
     h_.fake->BeforeFillAt(
         reinterpret_cast<uint64_t>(p_ + page * kPage), [this, page](uint64_t) {
-          app_ = std::thread([this, page] {
+          std::thread app([this, page] {
             EXPECT_EQ(madvise(p_ + page * kPage, kPage, MADV_DONTNEED), 0);
             dropped_.store(true);
           });
+          absl::MutexLock lock(&app_mu_);
+          app_ = std::move(app);
           absl::SleepFor(absl::Milliseconds(50));
           returned_in_fill_.store(dropped_.load());
         });
@@ -209,7 +214,7 @@ class DropDuringFillTest : public ::testing::Test {
   // After StartDropDuringFillOf: the madvise returned only after the fill,
   // which nothing took back.
   void FinishDrop() {
-    if (app_.joinable()) app_.join();
+    JoinApp();
     EXPECT_TRUE(dropped_.load());
     EXPECT_FALSE(returned_in_fill_.load())
         << "the madvise returned while the fill held event reads off";
@@ -252,10 +257,23 @@ class DropDuringFillTest : public ::testing::Test {
     EXPECT_EQ(h_.engine->stats().errors, 0u);
   }
 
+  // Joins StartDropDuringFillOf's madvise thread, if it ran. (Under a
+  // mutex: the fill that started it and this thread are ordered by the
+  // kernel's fault handling alone, which TSan cannot see.)
+  void JoinApp() {
+    std::thread app;
+    {
+      absl::MutexLock lock(&app_mu_);
+      app.swap(app_);
+    }
+    if (app.joinable()) app.join();
+  }
+
   Harness h_;
   Region* region_ = nullptr;
   std::byte* p_ = nullptr;
-  std::thread app_;  // StartDropDuringFillOf's madvise
+  absl::Mutex app_mu_;
+  std::thread app_ ABSL_GUARDED_BY(app_mu_);
   std::atomic<bool> dropped_{false};
   std::atomic<bool> returned_in_fill_{false};
 };
