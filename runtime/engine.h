@@ -388,16 +388,16 @@ class Engine final : public FaultService::Handler {
   // event gets EAGAIN and is retried after the read, as always.
   absl::Mutex* EventReadsHeld() const;
   // Swap-ins (up to a 1 MiB copy, on the hot path) do not block reads:
-  // FillFence() before the check; after the fill, DroppedDuringFill():
-  // true if an event read since the fence dropped the page (applied by
-  // then; the caller still holds its claim), which the caller must then
-  // RevokeFill and drop. Costs one atomic load each when no event was
-  // read meanwhile. Safe because a swap-in maps write-protected: no write
-  // lands before RevokeFill takes the page back (without the WP feature a
-  // write in that window would be lost with the drop).
+  // FillFence() before the check; after the fill, EventsReadDuringFill(): true
+  // if address-space events were read since the fence (applied once it
+  // returns); a page whose discard flag is set then (the caller still holds its
+  // claim) must be taken back with RevokeFill and dropped. Costs one atomic
+  // load each when no event was read meanwhile. Safe because a swap-in maps
+  // write-protected: no write lands before RevokeFill takes the page back
+  // (without the WP feature a write in that window would be lost with the
+  // drop).
   uint64_t FillFence() const;
-  bool DroppedDuringFill(const RegionCore* core, PageIndex page,
-                         uint64_t fence) const;
+  bool EventsReadDuringFill(uint64_t fence) const;
   // Takes back the page a swap-in just put at `addr` (if the kernel has
   // not zapped it already): moved out to the scrap page and dropped there,
   // without raising an event. Faults on it meanwhile wait: its entry is

@@ -1159,14 +1159,13 @@ uint64_t Engine::FillFence() const {
   return service_ != nullptr ? service_->QuiesceEvents() : 0;
 }
 
-bool Engine::DroppedDuringFill(const RegionCore* core, PageIndex page,
-                               uint64_t fence) const {
+bool Engine::EventsReadDuringFill(uint64_t fence) const {
   if (service_ == nullptr || !service_->EventsReadSince(fence)) return false;
-  // Whatever was read by now is applied once this returns: its discard
-  // flag is on the (still claimed) entry. Anything read later is zapped
-  // by the kernel after the fill landed, which is the order it expects.
+  // Whatever was read by now is applied once this returns: a drop's
+  // discard flag is on the (still claimed) entry. Anything read later is
+  // zapped by the kernel after the fill landed, the order it expects.
   service_->SyncEvents();
-  return core->table.Get(page).discard();
+  return true;
 }
 
 absl::Mutex* Engine::EventReadsHeld() const {
@@ -1299,7 +1298,8 @@ void Engine::OnReadDone(int buffer, int error) {
     p.retry_pending.store(true);
     return;
   }
-  if (r.ok() && DroppedDuringFill(core, op.page, fence)) {
+  if (r.ok() && EventsReadDuringFill(fence) &&
+      core->table.Get(op.page).discard()) {
     RevokeFill(addr);
     drop_discarded();
     return;
@@ -1374,35 +1374,27 @@ void Engine::OnReadRun(int first, size_t count) {
           uffd_->Copy(addr, p.buffers->page(first), count * page_size_,
                       /*wake=*/true, /*write_protect=*/track_writes_);
       copied = r.ok() ? count : std::min<size_t>(count, r.bytes / page_size_);
+      const bool events = EventsReadDuringFill(fence);
       for (size_t i = 0; i < copied; ++i) {
-        if (DroppedDuringFill(core, head.page + i, fence)) {
+        const IoOp& op = p.reads[first + static_cast<int>(i)];
+        const PageEntry claimed = core->table.Get(op.page);
+        if (events && claimed.discard()) {
           RevokeFill(addr + i * page_size_);
           revoked.push_back(i);
-        }
-      }
-      size_t next = 0;  // the next revoked page
-      for (size_t i = 0; i < copied; ++i) {
-        if (next < revoked.size() && revoked[next] == i) {
-          ++next;
           continue;
         }
-        const IoOp& op = p.reads[first + static_cast<int>(i)];
         p.swap_in_latency.Record(now - op.submit_ns);
-        const PageEntry claimed = core->table.Get(op.page);
         PublishSwappedIn(op, claimed.captured() ? PageEntry::kCapturedBit : 0,
                          track_writes_);
         p.buffers->Release(first + static_cast<int>(i));
+        // Past a taken-back page (rare), admitted page by page.
+        if (!revoked.empty()) AdmitToPolicy(core, op.page, 1, head.sequential);
       }
       if (revoked.empty()) {
         AdmitToPolicy(core, head.page, copied, head.sequential);
       } else {
-        for (size_t i = 0, k = 0; i < copied; ++i) {
-          if (k < revoked.size() && revoked[k] == i) {
-            ++k;
-            continue;
-          }
-          AdmitToPolicy(core, head.page + i, 1, head.sequential);
-        }
+        // Pages before the first hole were published but not admitted.
+        AdmitToPolicy(core, head.page, revoked.front(), head.sequential);
       }
       // The references last: Unmap waits for them before freeing `core`.
       core->io_inflight.fetch_sub(copied - revoked.size());

@@ -49,14 +49,14 @@ enum class UffdOpenMode {
 // Where evicted pages go when the Runtime has a resident budget.
 // Read only when RuntimeOptions::resident_budget_bytes is non-zero.
 struct SwapOptions {
-  // The swap file: created if missing, emptied and sized to capacity_bytes
-  // by Runtime::Create (an existing file's contents are lost), then removed
-  // from its directory at once (the open descriptor keeps it until the
-  // Runtime is destroyed), so not even a killed process leaves it behind. Empty (default): a fresh file in $TMPDIR,
-  // or /var/tmp when TMPDIR is unset. Use a local disk: every eviction and
-  // swap-in goes through it. Create fails with the open or fallocate error
-  // naming the path (PermissionDenied, NotFound for a missing directory,
-  // ResourceExhausted for a full disk).
+  // The swap file: created if missing, emptied and sized to capacity_bytes by
+  // Runtime::Create (an existing file's contents are lost), then removed from
+  // its directory at once (the open descriptor keeps it until the Runtime is
+  // destroyed), so not even a killed process leaves it behind. Empty (default):
+  // a fresh file in $TMPDIR, or /var/tmp when TMPDIR is unset. Use a local
+  // disk: every eviction and swap-in goes through it. Create fails with the
+  // open or fallocate error naming the path (PermissionDenied, NotFound for a
+  // missing directory, ResourceExhausted for a full disk).
   std::string path;
   // Bytes; a multiple of the page size (else InvalidArgument). 0 (default):
   // four times the budget. Reserved up front, so a full disk is reported by
@@ -161,17 +161,16 @@ struct RuntimeOptions {
   uint32_t service_spin_ns = 0;
   static constexpr uint32_t kMaxServiceSpinNs = 1'000'000;
 
-  // After submitting a swap read that a faulting thread waits for, the
-  // service thread keeps polling without sleeping until that read
-  // completes, for at most this long. The faulting thread sleeps
-  // meanwhile, so the CPU it leaves idle is the one spent; in exchange the
-  // completion needs no wake-up of the service thread (measured here: the
-  // random-read median drops by ~30 us, to ~5 us over the disk's own QD1
-  // latency at the median of paired runs; README, "Paging"). The poll takes the CPU from any other
-  // thread runnable there, up to this long per read: where application
-  // threads outnumber the CPUs, or the disk is slow (milliseconds per read),
-  // 0 may serve better. 0 turns it off. At most kMaxServiceSpinNs (else
-  // InvalidArgument).
+  // After submitting a swap read that a faulting thread waits for, the service
+  // thread keeps polling without sleeping until that read completes, for at
+  // most this long. The faulting thread sleeps meanwhile, so the CPU it leaves
+  // idle is the one spent; in exchange the completion needs no wake-up of the
+  // service thread (measured here: the random-read median drops by ~30 us, to
+  // ~5 us over the disk's own QD1 latency at the median of paired runs; README,
+  // "Paging"). The poll takes the CPU from any other thread runnable there, up
+  // to this long per read: where application threads outnumber the CPUs, or the
+  // disk is slow (milliseconds per read), 0 may serve better. 0 turns it off.
+  // At most kMaxServiceSpinNs (else InvalidArgument).
   uint32_t swap_in_spin_ns = 250'000;
 
   // Pages filled per missing fault (the faulting page and the ones after

@@ -16,7 +16,6 @@
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
-
 #include "runtime/os/userfaultfd.h"
 #include "tests/runtime/os/forwarding_uffd.h"
 

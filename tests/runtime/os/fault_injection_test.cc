@@ -184,10 +184,12 @@ class DropDuringFillTest : public ::testing::Test {
     }
   }
   // The application's madvise of `page`, run to completion inside the
-  // first fill that covers it.
+  // first fill that covers it (whose length goes to fill_len_).
   void DropDuringFillOf(uint64_t page) {
     h_.fake->BeforeFillAt(
-        reinterpret_cast<uint64_t>(p_ + page * kPage), [this, page](uint64_t) {
+        reinterpret_cast<uint64_t>(p_ + page * kPage),
+        [this, page](uint64_t len) {
+          fill_len_.store(len);
           std::thread app([&] {
             EXPECT_EQ(madvise(p_ + page * kPage, kPage, MADV_DONTNEED), 0);
           });
@@ -276,6 +278,7 @@ class DropDuringFillTest : public ::testing::Test {
   std::thread app_ ABSL_GUARDED_BY(app_mu_);
   std::atomic<bool> dropped_{false};
   std::atomic<bool> returned_in_fill_{false};
+  std::atomic<uint64_t> fill_len_{0};  // of the fill DropDuringFillOf ran in
 };
 
 TEST_F(DropDuringFillTest, SingleSwapInIsTakenBack) {
@@ -296,24 +299,14 @@ TEST_F(DropDuringFillTest, PageOfAReadRunIsTakenBackAlone) {
   constexpr uint64_t kFirst = 96, kCount = 16, kVictim = 100;
   ASSERT_TRUE(Eventually(
       [&] { return PresentPages(p_ + kFirst * kPage, kCount) == 0; }));
-  // One fill for the whole run: the others' lengths are recorded.
-  std::atomic<uint64_t> fill_len{0};
-  h_.fake->BeforeFillAt(
-      reinterpret_cast<uint64_t>(p_ + kVictim * kPage), [&](uint64_t len) {
-        fill_len.store(len);
-        std::thread app([&] {
-          EXPECT_EQ(madvise(p_ + kVictim * kPage, kPage, MADV_DONTNEED), 0);
-        });
-        app.join();
-        dropped_.store(true);
-      });
+  DropDuringFillOf(kVictim);
   // Read back together (one merged read, one copy), nobody faulting.
   ASSERT_TRUE(h_.engine
                   ->Advise(region_, kFirst * kPage, kCount * kPage,
                            Runtime::Advice::kWillNeed)
                   .ok());
   ASSERT_TRUE(Eventually([&] { return dropped_.load(); }));
-  EXPECT_GT(fill_len.load(), kPage) << "the victim came in alone";
+  EXPECT_GT(fill_len_.load(), kPage) << "the victim came in alone";
   ExpectDroppedAlone(kVictim);
 }
 
