@@ -165,8 +165,8 @@ struct RuntimeOptions {
   // thread keeps polling without sleeping until that read completes, for at
   // most this long. The faulting thread sleeps meanwhile, so the CPU it leaves
   // idle is the one spent; in exchange the completion needs no wake-up of the
-  // service thread (measured here: the random-read median drops by ~30 us, to
-  // ~5 us over the disk's own QD1 latency at the median of paired runs; README,
+  // service thread (measured here: the random-read median drops by ~25 us, to
+  // ~8 us over the disk's own QD1 latency at the median of paired runs; README,
   // "Paging"). The poll takes the CPU from any other thread runnable there, up
   // to this long per read: where application threads outnumber the CPUs, or the
   // disk is slow (milliseconds per read), 0 may serve better. 0 turns it off.
